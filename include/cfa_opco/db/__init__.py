@@ -1,0 +1,1 @@
+"""Database access shared by tasks, command-line tools and tests."""

@@ -1,0 +1,1 @@
+"""The canonical dossier: one flat row per dossier, whatever ERP it comes from."""

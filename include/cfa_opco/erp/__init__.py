@@ -1,0 +1,1 @@
+"""The demo CFA management databases (ERP): schemas, seeded generator, loaders."""

@@ -1,0 +1,1 @@
+"""Local runtime stack: the embedded PostgreSQL and the commands that prepare it."""
