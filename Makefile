@@ -1,0 +1,84 @@
+# The README's two commands are the contract: `make demo` and `make test`.
+# Each creates .venv (with uv, installed by pip into the venv) and installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+SANDBOX_PORT ?= 8085
+DEMO_DOSSIERS ?= 2000
+DEMO_SEED ?= 42
+BENCH_DOSSIERS ?= 100000
+export CFA_PROJECT_DIR := $(CURDIR)
+
+.PHONY: help venv venv-dev demo test test-system-pg bench up down pg-start pg-stop seed airflow-init sandbox clean
+
+help:
+	@echo "make demo      the main job end to end on the embedded PostgreSQL and the OPCO sandbox"
+	@echo "make test      the whole test suite"
+	@echo "make bench     every benchmark, one 'metric: value' line per figure"
+	@echo "make up/down   start/stop a long-running stack (PostgreSQL, sandbox, Airflow standalone)"
+	@echo "make sandbox   serve the OPCO sandbox in the foreground (SANDBOX_PORT=$(SANDBOX_PORT))"
+	@echo "make seed      reseed the demo ERPs (DEMO_SEED, DEMO_DOSSIERS)"
+	@echo "make clean     stop everything and remove var/ (databases, reports, logs)"
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(UV) pip install --quiet --python $(PY) -r requirements.txt -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(UV) pip install --quiet --python $(PY) -r requirements-dev.txt -e .
+	@touch $@
+
+venv: $(VENV)/.installed
+venv-dev: $(VENV)/.installed-dev
+
+demo: venv
+	$(PY) -m cfa_opco.demo --seed $(DEMO_SEED) --dossiers $(DEMO_DOSSIERS) --sandbox-port $(SANDBOX_PORT)
+
+test: venv-dev
+	$(PY) -m pytest
+
+bench: venv-dev
+	$(PY) -m bench --dossiers $(BENCH_DOSSIERS)
+
+pg-start: venv
+	$(PY) -m cfa_opco.stack.embedded_pg start
+
+pg-stop: venv
+	$(PY) -m cfa_opco.stack.embedded_pg stop
+
+seed: pg-start
+	$(PY) -m cfa_opco.erp.generator --seed $(DEMO_SEED) --dossiers $(DEMO_DOSSIERS)
+
+airflow-init: pg-start
+	$(PY) -m cfa_opco.stack.airflow_env init
+
+sandbox: venv
+	$(PY) -m cfa_opco.sandbox --port $(SANDBOX_PORT)
+
+up: venv
+	$(PY) -m cfa_opco.stack.up start --sandbox-port $(SANDBOX_PORT)
+
+down: venv
+	$(PY) -m cfa_opco.stack.up stop
+
+clean:
+	-test -x $(PY) && $(PY) -m cfa_opco.stack.up stop
+	rm -rf var
+
+# The integration tests again, against another PostgreSQL (this machine's 15 service when it
+# runs): proves every DSN can point at an external server. Skipped, with the reason, when absent.
+SYSTEM_PG_HOST ?= 127.0.0.1
+SYSTEM_PG_PORT ?= 5432
+SYSTEM_PG_TESTS ?= tests/test_extraction.py tests/erp tests/stack tests/test_e2e_daily.py
+test-system-pg: venv-dev
+	@if $(PY) -c "import psycopg2; psycopg2.connect(host='$(SYSTEM_PG_HOST)', port=$(SYSTEM_PG_PORT), user='postgres', dbname='postgres', connect_timeout=3).close()" 2>/dev/null; then \
+		echo "== integration tests against the PostgreSQL at $(SYSTEM_PG_HOST):$(SYSTEM_PG_PORT) =="; \
+		CFA_PG_EXTERNAL=1 CFA_PG_HOST=$(SYSTEM_PG_HOST) CFA_PG_PORT=$(SYSTEM_PG_PORT) CFA_VAR_DIR=$(CURDIR)/var/test-system-pg \
+			$(PY) -m pytest -q $(wildcard $(SYSTEM_PG_TESTS)); \
+	else \
+		echo "SKIPPED: no PostgreSQL at $(SYSTEM_PG_HOST):$(SYSTEM_PG_PORT) (user postgres, trust auth); the suite ran on the embedded server only"; \
+	fi

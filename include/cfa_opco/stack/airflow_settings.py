@@ -1,0 +1,87 @@
+"""airflow_settings.yaml (Astro CLI format) for a plain local Airflow: applied to the
+metadata database by ``make airflow-init``, or turned into ``AIRFLOW_CONN_*`` /
+``AIRFLOW_VAR_*`` environment variables (tests, one-off runs) with hosts rewritten."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass
+class AirflowSettings:
+    connections: list[dict] = field(default_factory=list)
+    pools: list[dict] = field(default_factory=list)
+    variables: list[dict] = field(default_factory=list)
+
+
+def load(path: Path) -> AirflowSettings:
+    import yaml
+
+    doc = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("airflow") or {}
+    return AirflowSettings(doc.get("connections") or [], doc.get("pools") or [],
+                           doc.get("variables") or [])
+
+
+def connection_uri_parts(c: dict) -> dict:
+    return {"conn_type": c.get("conn_type"), "host": c.get("conn_host"), "schema": c.get("conn_schema"),
+            "login": c.get("conn_login"), "password": c.get("conn_password"),
+            "port": c.get("conn_port"), "extra": c.get("conn_extra") or {},
+            "description": c.get("description")}
+
+
+def as_env(s: AirflowSettings, rewrite: Callable[[dict], dict] | None = None) -> dict[str, str]:
+    """AIRFLOW_CONN_<ID> (JSON form) and AIRFLOW_VAR_<NAME> variables; ``rewrite`` may
+    change a connection's parts (e.g. point it at a test database or sandbox port)."""
+    env = {}
+    for c in s.connections:
+        parts = connection_uri_parts(c)
+        if rewrite:
+            parts = rewrite({"conn_id": c["conn_id"], **parts})
+            parts.pop("conn_id", None)
+        parts.pop("description", None)
+        env["AIRFLOW_CONN_" + c["conn_id"].upper()] = json.dumps({k: v for k, v in parts.items() if v not in (None, "")})
+    for v in s.variables:
+        env["AIRFLOW_VAR_" + v["variable_name"].upper()] = str(v["variable_value"])
+    return env
+
+
+def rewrite_sandbox_port(s: AirflowSettings, port: int) -> None:
+    """Point the OPCO connections that target the local sandbox at another port."""
+    import re
+
+    for c in s.connections:
+        host = c.get("conn_host") or ""
+        if c.get("conn_type") == "http" and host.startswith("http://127.0.0.1:"):
+            c["conn_host"] = re.sub(r"^http://127\.0\.0\.1:\d+", f"http://127.0.0.1:{port}", host)
+
+
+def apply_to_metadata_db(s: AirflowSettings) -> dict[str, int]:
+    """Create or update connections, pools and variables in the metadata database."""
+    from airflow.models import Connection, Pool, Variable
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for c in s.connections:
+            parts = connection_uri_parts(c)
+            existing = session.query(Connection).filter(Connection.conn_id == c["conn_id"]).one_or_none()
+            conn = existing or Connection(conn_id=c["conn_id"])
+            conn.conn_type = parts["conn_type"]
+            conn.host, conn.schema, conn.login = parts["host"], parts["schema"], parts["login"]
+            conn.password = parts["password"]
+            conn.port = int(parts["port"]) if parts["port"] else None
+            conn.extra = json.dumps(parts["extra"]) if parts["extra"] else None
+            conn.description = parts["description"]
+            if existing is None:
+                session.add(conn)
+        for p in s.pools:
+            pool = session.query(Pool).filter(Pool.pool == p["pool_name"]).one_or_none()
+            if pool is None:
+                session.add(Pool(pool=p["pool_name"], slots=int(p.get("pool_slot", 1)),
+                                 description=p.get("pool_description"), include_deferred=False))
+            else:
+                pool.slots, pool.description = int(p.get("pool_slot", 1)), p.get("pool_description")
+    for v in s.variables:
+        Variable.set(v["variable_name"], str(v["variable_value"]))
+    return {"connections": len(s.connections), "pools": len(s.pools), "variables": len(s.variables)}

@@ -1,0 +1,103 @@
+"""Shared fixtures: a real PostgreSQL (the embedded one by default, or any server named by
+CFA_PG_HOST/CFA_PG_PORT with CFA_PG_EXTERNAL=1, e.g. this machine's PostgreSQL 15), the
+seeded demo ERPs and fresh connector databases. Test databases are prefixed ``test_`` so
+the demo's databases are never touched."""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("CFA_DB_PREFIX", "test_")
+os.environ.setdefault("CFA_VAR_DIR", str(PROJECT / "var" / "test"))
+os.environ.setdefault("CFA_PG_PORT", "55433")   # a server of its own: the demo's is never touched
+
+from cfa_opco import settings  # noqa: E402
+from cfa_opco.stack import airflow_env  # noqa: E402
+
+# Airflow, wherever a test imports it, uses a test home and the test metadata database
+airflow_env.apply_env(settings.VAR_DIR / "airflow")
+
+SEED, SEED_DOSSIERS = 42, 2000
+
+
+def _admin_conn():
+    import psycopg2
+
+    conn = psycopg2.connect(host=settings.PG_HOST, port=settings.PG_PORT, user=settings.PG_USER,
+                            password=settings.PG_PASSWORD or None, dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A running PostgreSQL server: started (embedded) unless CFA_PG_EXTERNAL=1."""
+    started = False
+    if os.environ.get("CFA_PG_EXTERNAL") != "1":
+        from cfa_opco.stack import embedded_pg
+
+        started = not embedded_pg.is_running()
+        embedded_pg.start()
+    conn = _admin_conn()
+    conn.close()
+    yield settings.PG_HOST, settings.PG_PORT
+    if started:   # leave nothing running that the tests started
+        embedded_pg.stop()
+
+
+def make_database(name: str) -> str:
+    """Drop and create database ``name``; return its DSN."""
+    conn = _admin_conn()
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    auth = settings.PG_USER + (f":{settings.PG_PASSWORD}" if settings.PG_PASSWORD else "")
+    return f"postgresql://{auth}@{settings.PG_HOST}:{settings.PG_PORT}/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_factory(pg_server):
+    return make_database
+
+
+@pytest.fixture(scope="session")
+def seeded_erp(pg_server, tmp_path_factory):
+    """Both demo ERPs seeded once per session (seed 42, 2,000 dossiers); returns
+    {"erp_main": dsn, "erp_est": dsn, "files_root": Path}."""
+    from cfa_opco.erp.generator import seed
+
+    dsns = {"erp_main": make_database("test_erp_main"), "erp_est": make_database("test_erp_est")}
+    files_root = tmp_path_factory.mktemp("erp_files")
+    seed(SEED, SEED_DOSSIERS, main_dsn=dsns["erp_main"], est_dsn=dsns["erp_est"], files_root=files_root)
+    return {**dsns, "files_root": files_root}
+
+
+@pytest.fixture()
+def connector_dsn(pg_server):
+    """A fresh, migrated connector database for one test."""
+    from cfa_opco.connector import migrate
+
+    dsn = make_database(f"test_connector_{uuid.uuid4().hex[:8]}")
+    migrate(dsn)
+    yield dsn
+    conn = _admin_conn()
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def sources(seeded_erp):
+    """The project's config/sources.yaml with the seeded test ERPs as targets."""
+    import dataclasses
+
+    from cfa_opco.sources import load_sources
+
+    loaded = load_sources(targets={"erp_main": seeded_erp["erp_main"], "erp_est": seeded_erp["erp_est"]})
+    return [dataclasses.replace(s, files_root=seeded_erp["files_root"] / s.id) for s in loaded]

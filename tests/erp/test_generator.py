@@ -1,0 +1,118 @@
+"""The seeded generator: valid identifiers where the data is meant to be clean, each
+seeded defect really present and recorded, and the same seed giving the same ERPs."""
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import pytest
+from stdnum import luhn
+from stdnum.fr import nir as stdnum_nir
+
+from cfa_opco.db.connect import connection
+from cfa_opco.erp import identifiers as ids
+from cfa_opco.erp.generator import AVENANT_DEFECT, DEFECTS, Generator, age_on
+
+REF = dt.date(2026, 8, 15)
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return Generator(42, 3000, REF).generate()
+
+
+def test_identifier_helpers():
+    siret = ids.siret_from("732829320", "0007")
+    assert luhn.is_valid(siret) and len(siret) == 14
+    assert not luhn.is_valid(ids.with_wrong_luhn_key(siret))
+    la_poste = ids.siret_from(ids.LA_POSTE_SIREN, "0123")
+    assert sum(map(int, la_poste)) % 5 == 0
+    assert ids.uai_from("0693456") == "0693456G"
+    corsica = ids.nir_from("M", 1985, 3, "2A", "004", 123)
+    assert stdnum_nir.is_valid(corsica) and corsica[5:7] == "2A"
+
+
+def test_same_seed_same_data():
+    a = Generator(7, 500, REF).generate()
+    b = Generator(7, 500, REF).generate()
+    c = Generator(8, 500, REF).generate()
+    assert a.main.rows == b.main.rows and a.est.rows == b.est.rows and a.truth == b.truth
+    assert a.main.rows["contrat"] != c.main.rows["contrat"]
+
+
+def test_counts_and_sources(gen):
+    contracts = len(gen.main.rows["contrat"]) + sum(1 for r in gen.est.rows["T_CONTRAT"] if r[2] == "C")
+    avenants = len(gen.main.rows["avenant"]) + sum(1 for r in gen.est.rows["T_CONTRAT"] if r[2] == "A")
+    assert contracts + avenants == 3000
+    assert 0.03 < avenants / 3000 < 0.07
+    assert 0.10 < sum(1 for r in gen.est.rows["T_CONTRAT"] if r[2] == "C") / contracts < 0.20
+
+
+def test_defect_share_and_every_kind_present(gen):
+    share = len(gen.truth) / 3000
+    assert 0.06 < share < 0.10, share
+    kinds = Counter(t[2] for t in gen.truth)
+    assert set(kinds) == set(DEFECTS) | {AVENANT_DEFECT}
+
+
+def test_every_opco_receives_dossiers(gen):
+    import csv
+
+    from cfa_opco import settings
+
+    with open(settings.REFERENCE_DIR / "idcc_opco.csv", encoding="utf-8") as f:
+        opco_of = {r["idcc"]: r["opco_code"] for r in csv.DictReader(f)}
+    companies = {r[0]: r[4] for r in gen.main.rows["entreprise"]}
+    used = Counter(opco_of.get(companies[c[3]]) for c in gen.main.rows["contrat"])
+    assert {o for o in used if o} == set(opco_of.values())
+
+
+def _main_rows(gen, table):
+    from cfa_opco.erp.generator import MAIN_COLUMNS
+
+    cols = MAIN_COLUMNS[table].split()
+    return [dict(zip(cols, r)) for r in gen.main.rows[table]]
+
+
+def test_clean_rows_are_valid_and_defects_are_real(gen):
+    truth = {t[1]: t[2] for t in gen.truth if t[0] == "erp_main"}
+    companies = {c["id"]: c for c in _main_rows(gen, "entreprise")}
+    learners = {a["id"]: a for a in _main_rows(gen, "apprenant")}
+    sessions = {s["id"]: s for s in _main_rows(gen, "session_formation")}
+    checked = Counter()
+    for c in _main_rows(gen, "contrat"):
+        defect = truth.get(c["numero_interne"])
+        comp, learner, session = companies[c["entreprise_id"]], learners[c["apprenant_id"]], sessions[c["session_id"]]
+        siret_ok = (luhn.is_valid(comp["siret"]) or
+                    (comp["siret"].startswith(ids.LA_POSTE_SIREN) and sum(map(int, comp["siret"])) % 5 == 0))
+        assert siret_ok == (defect != "EMPLOYEUR_SIRET_CLE"), c["numero_interne"]
+        age = age_on(learner["date_naissance"], c["date_debut"])
+        exception = learner["rqth"] or learner["sportif_haut_niveau"] or learner["projet_creation_entreprise"]
+        assert (age > 29 and not exception) == (defect == "APPRENTI_AGE_MAX"), c["numero_interne"]
+        assert (learner["nir"] is None) == (defect == "APPRENTI_NIR_MANQUANT")
+        if learner["nir"]:
+            assert stdnum_nir.is_valid(learner["nir"])
+            year_ok = learner["nir"][1:3] == f"{learner['date_naissance'].year % 100:02d}"
+            assert year_ok == (defect != "APPRENTI_NIR_NAISSANCE")
+            assert learner["nir"][0] == ("1" if learner["sexe"] == "M" else "2")
+        assert (c["date_fin"] < c["date_debut"]) == (defect == "CONTRAT_DATES_ORDRE")
+        assert (session["duree_heures"] > 9999) == (defect == "FORMATION_HEURES_MAX")
+        if age < 18:
+            assert learner["representant_nom"], "a minor needs a legal guardian"
+        checked[defect] += 1
+    assert checked[None] > 2000
+
+
+def test_loaded_erps_hold_the_ground_truth(seeded_erp):
+    with connection(seeded_erp["erp_main"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(DISTINCT rule_code) FROM seed_ground_truth")
+        n, kinds = cur.fetchone()
+        cur.execute("SELECT count(*) FROM contrat")
+        contracts = cur.fetchone()[0]
+    assert kinds == len(DEFECTS) + 1 and 0.06 * 2000 < n < 0.10 * 2000
+    with connection(seeded_erp["erp_est"]) as conn, conn.cursor() as cur:
+        cur.execute('SELECT count(*) FROM "T_CONTRAT"')
+        est = cur.fetchone()[0]
+    assert contracts + est + 0 <= 2000 and contracts > est > 0
+    est_files = list((seeded_erp["files_root"] / "erp_est").rglob("*.pdf"))
+    assert est_files and est_files[0].read_bytes().startswith(b"%PDF-1.4")

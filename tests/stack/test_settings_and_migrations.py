@@ -1,0 +1,94 @@
+"""The committed Airflow settings agree with the sandbox and the reference data; schema
+migrations are applied once and refuse an edited file."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from cfa_opco import settings
+from cfa_opco.db.migrate import MigrationError, migrate
+from cfa_opco.stack import airflow_settings
+
+PROJECT = settings.PROJECT_DIR
+
+
+@pytest.fixture(scope="module")
+def airflow_cfg():
+    return airflow_settings.load(PROJECT / "airflow_settings.yaml")
+
+
+def test_opco_connections_follow_the_naming_and_match_sandbox_keys(airflow_cfg):
+    with open(settings.REFERENCE_DIR / "idcc_opco.csv", encoding="utf-8") as f:
+        opcos = {r["opco_code"].lower() for r in csv.DictReader(f)}
+    sandbox_keys = {(k["opco"], k["siren"]): k["key"]
+                    for k in yaml.safe_load((PROJECT / "config" / "sandbox.yaml").read_text())["keys"]}
+    http = [c for c in airflow_cfg.connections if c["conn_type"] == "http"]
+    assert http
+    for c in http:
+        _, rest = c["conn_id"].split("_", 1)
+        code, siren = rest.rsplit("_", 1)
+        assert code in opcos and len(siren) == 9, c["conn_id"]
+        assert c["conn_host"].endswith(f"/{code}/ApiEchangeCFA")
+        assert sandbox_keys[(code, siren)] == c["conn_password"], c["conn_id"]
+    assert {c["conn_id"].split("_", 1)[1].rsplit("_", 1)[0] for c in http} == opcos
+
+
+def test_one_pool_per_opco_and_the_databases(airflow_cfg):
+    assert {p["pool_name"] for p in airflow_cfg.pools} == {
+        "opco_" + c for c in ("akto", "atlas", "afdas", "constructys", "ocapiat", "opco_2i", "opco_ep",
+                              "mobilites", "sante", "opcommerce", "uniformation")}
+    ids = {c["conn_id"] for c in airflow_cfg.connections}
+    assert {"cfa_erp_main", "cfa_erp_est", "cfa_connector"} <= ids
+
+
+def test_env_form_rewrites_connections(airflow_cfg):
+    env = airflow_settings.as_env(airflow_cfg, rewrite=lambda p: {**p, "port": 9999}
+                                  if p["conn_type"] == "postgres" else p)
+    conn = json.loads(env["AIRFLOW_CONN_CFA_CONNECTOR"])
+    assert conn["port"] == 9999 and conn["schema"] == "cfa_connector"
+    airflow_settings.rewrite_sandbox_port(airflow_cfg, 18085)
+    assert all(":18085/" in c["conn_host"] for c in airflow_cfg.connections if c["conn_type"] == "http")
+
+
+def test_migrations_apply_once_and_refuse_edits(database_factory, tmp_path):
+    dsn = database_factory("test_migrations")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "V001__first.sql").write_text("CREATE TABLE t (id int);")
+    (folder / "V002__second.sql").write_text("ALTER TABLE t ADD COLUMN name text;")
+    assert migrate(dsn, folder) == ["V001__first.sql", "V002__second.sql"]
+    assert migrate(dsn, folder) == []
+    (folder / "V002__second.sql").write_text("ALTER TABLE t ADD COLUMN other text;")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(dsn, folder)
+    (folder / "V3_bad.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match="V<number>__<name>.sql"):
+        migrate(dsn, folder)
+
+
+def test_staged_table_matches_the_canonical_model(connector_dsn):
+    from cfa_opco.db.connect import connection
+    from cfa_opco.dossier.model import COLUMNS
+
+    with connection(connector_dsn) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT column_name, data_type FROM information_schema.columns
+                       WHERE table_name = 'staged_dossier'""")
+        cols = dict(cur.fetchall())
+    for c in COLUMNS:
+        assert c.name in cols, c.name
+    assert cols["contrat_date_debut"] == "date" and cols["employeur_public"] == "boolean"
+
+
+def test_embedded_server_start_is_idempotent(pg_server):
+    import os
+
+    if os.environ.get("CFA_PG_EXTERNAL") == "1":
+        pytest.skip("external PostgreSQL: nothing embedded to start")
+    from cfa_opco.stack import embedded_pg
+
+    assert embedded_pg.is_running()
+    embedded_pg.start()
+    assert embedded_pg.is_running()

@@ -1,0 +1,90 @@
+"""Extraction by state on a real PostgreSQL: the batch is what differs from the last
+transmission, frozen per run, and one broken source does not hold back the others."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cfa_opco.db.connect import connection
+from cfa_opco.dossier.model import COLUMN_NAMES
+from cfa_opco.extraction import MappingError, extract
+
+
+def _scalar(dsn, sql, args=None):
+    with connection(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchone()[0]
+
+
+def test_first_run_stages_every_dossier_of_both_sources(sources, connector_dsn, seeded_erp):
+    summary = extract("run-1", sources, connector_dsn)
+    assert summary["extracted"] == summary["read"] == 2000
+    assert summary["new"] == 2000 and summary["changed"] == 0 and summary["failed_sources"] == []
+    assert summary["by_source"]["erp_main"]["read"] > summary["by_source"]["erp_est"]["read"] > 0
+    assert _scalar(connector_dsn, "SELECT count(*) FROM staged_dossier WHERE run_id = 'run-1'") == 2000
+    # both vendors land in the same canonical shape: dates parsed, SIRET spaces removed
+    assert _scalar(connector_dsn, """SELECT count(*) FROM staged_dossier WHERE source_id = 'erp_est'
+                                     AND (employeur_siret ~ '\\s' OR contrat_date_debut IS NULL)""") == 0
+    assert _scalar(connector_dsn, "SELECT count(DISTINCT left(cfa_siret, 9)) FROM staged_dossier") == 3
+
+
+def test_rerun_of_the_same_run_reuses_its_frozen_batch(sources, connector_dsn):
+    first = extract("run-1", sources, connector_dsn)
+    again = extract("run-1", sources, connector_dsn)
+    assert again["reused"] is True and again["extracted"] == first["extracted"]
+    redone = extract("run-1", sources, connector_dsn, reextract=True)
+    assert redone["reused"] is False and redone["extracted"] == first["extracted"]
+    assert _scalar(connector_dsn, "SELECT count(*) FROM staged_dossier WHERE run_id = 'run-1'") == 2000
+
+
+def test_next_run_takes_only_new_or_changed_dossiers(sources, connector_dsn, seeded_erp):
+    extract("run-1", sources, connector_dsn)
+    # transmission marks what it sent (here: everything but ten dossiers)
+    with connection(connector_dsn) as conn, conn.cursor() as cur:
+        cur.execute("""UPDATE dossier_registry r SET transmitted_hash = s.content_hash, transmitted_at = now()
+                       FROM staged_dossier s WHERE s.run_id = 'run-1' AND s.source_id = r.source_id
+                       AND s.numero_interne = r.numero_interne
+                       AND s.numero_interne NOT IN (SELECT numero_interne FROM staged_dossier
+                                                    WHERE run_id = 'run-1' ORDER BY 1 LIMIT 10)""")
+    assert extract("run-2", sources, connector_dsn)["extracted"] == 10
+    # a real change in the ERP (the employer moved) → that company's dossiers come back as CHANGED;
+    # touching a row without changing it (modifie_le) resends nothing
+    with connection(seeded_erp["erp_main"]) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE entreprise SET modifie_le = now() WHERE id IN (SELECT id FROM entreprise LIMIT 50)")
+        cur.execute("""UPDATE entreprise SET adresse_voie = 'rue Garibaldi' WHERE id =
+                       (SELECT entreprise_id FROM contrat ORDER BY numero_interne DESC LIMIT 1)
+                       RETURNING (SELECT count(*) FROM contrat c WHERE c.entreprise_id = entreprise.id)""")
+        n_company = cur.fetchone()[0]
+    try:
+        summary = extract("run-3", sources, connector_dsn)
+        assert summary["changed"] >= n_company and summary["new"] == 10
+        assert summary["changed"] <= n_company + 1   # (+ its avenant when it has one)
+    finally:
+        with connection(seeded_erp["erp_main"]) as conn, conn.cursor() as cur:
+            cur.execute("""UPDATE entreprise SET adresse_voie = 'x' WHERE adresse_voie = 'rue Garibaldi'""")
+
+
+def test_a_broken_source_is_reported_and_the_others_go_on(sources, connector_dsn):
+    broken = dataclasses.replace(sources[1], target="postgresql://postgres@127.0.0.1:1/nowhere")
+    summary = extract("run-x", [sources[0], broken], connector_dsn)
+    assert summary["failed_sources"] == [broken.id]
+    assert "OperationalError" in summary["by_source"][broken.id]["error"]
+    assert summary["extracted"] == summary["by_source"][sources[0].id]["read"] > 0
+
+
+def test_a_mapping_without_the_canonical_columns_is_named(sources, connector_dsn):
+    wrong = dataclasses.replace(sources[0], dossiers_sql="SELECT numero_interne FROM contrat")
+    summary = extract("run-y", [wrong], connector_dsn)
+    error = summary["by_source"][wrong.id]["error"]
+    assert error.startswith("MappingError") and "employeur_siret" in error
+
+
+def test_duplicate_numeros_are_kept_out_and_named(sources, connector_dsn):
+    cols = ", ".join(COLUMN_NAMES)
+    dup_sql = (f"SELECT {cols} FROM ({sources[0].dossiers_sql}) m UNION ALL "
+               f"SELECT {cols} FROM ({sources[0].dossiers_sql}) m2 WHERE m2.numero_interne = "
+               f"(SELECT min(numero_interne) FROM contrat)")
+    summary = extract("run-z", [dataclasses.replace(sources[0], dossiers_sql=dup_sql)], connector_dsn)
+    by = summary["by_source"][sources[0].id]
+    assert by["duplicates_count"] == 1 and by["read"] == summary["extracted"] + 2
