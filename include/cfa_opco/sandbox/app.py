@@ -34,7 +34,7 @@ OpcoCode = enum.Enum("OpcoCode", {c: c for c in OPCO_CODES}, type=str)
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
 
 
 def J(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -136,6 +136,10 @@ class Sandbox:
 
 
 async def read_json(request: Request, limit: int) -> Any:
+    return (await read_json_raw(request, limit))[0]
+
+
+async def read_json_raw(request: Request, limit: int) -> tuple[Any, str]:
     cl = request.headers.get("content-length")
     if cl is not None and (not cl.isdigit() or int(cl) > limit):
         raise ApiError(413, "TROP_VOLUMINEUX", None, f"corps limité à {limit} octets")
@@ -143,7 +147,8 @@ async def read_json(request: Request, limit: int) -> Any:
     if len(body) > limit:
         raise ApiError(413, "TROP_VOLUMINEUX", None, f"corps limité à {limit} octets")
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        text = body.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant), text
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, "JSON_INVALIDE", None, f"corps JSON illisible : {str(exc)[:200]}")
 
@@ -270,14 +275,14 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
 
     async def post_dossier(request: Request, o: str, route: str, version: str):
         ki, s = sb.gate(request, o, route)
-        body = await read_json(request, sb.cfg["max_body_bytes"])
+        body, raw = await read_json_raw(request, sb.cfg["max_body_bytes"])
         errors, facts = validate_dossier(body)
         if errors:
             raise ApiError(422, "", None, "", errors=errors)
         sb.check_siren(ki, facts.get("of_siret"), "organismeFormation.siret")
         try:
             status_code, out = sb.store.create_dossier(o, ki.siren, version, body, facts, s, sb.idcc,
-                                                       sb.opco_names)
+                                                       sb.opco_names, raw if len(raw) < 200_000 else None)
         except Rejected as r:
             raise ApiError(r.status, "", None, "", errors=r.errors)
         return J(out, status_code)
@@ -335,7 +340,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         if cl is not None and (not cl.isdigit() or int(cl) > limit):
             raise ApiError(413, "TROP_VOLUMINEUX", None, f"document limité à {limit} octets")
         ctype = request.headers.get("content-type", "")
-        if not ctype.startswith("multipart/form-data"):
+        if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             raise ApiError(400, "FORMAT", None, "multipart/form-data attendu (typeFichier, objets, fichier)")
         try:
             form = await request.form(max_files=2, max_fields=20)

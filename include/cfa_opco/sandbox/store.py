@@ -15,6 +15,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -199,12 +200,15 @@ class Store:
         self.stats: dict[tuple[str, str, str], int] = {
             (o, k, kk): v for o, k, kk, v in self.db.execute("SELECT opco, kind, k, v FROM stats")}
         self.stats_dirty: set[tuple[str, str, str]] = set()
+        self.version = 0            # bumped by every write to transitions (etats cache)
+        self._etats_cache: OrderedDict = OrderedDict()
 
     # ---- clock -------------------------------------------------------------------
     def now(self) -> int:
         return time.time_ns() // 1000 + self.clock_offset_us
 
     def set_clock_offset(self, offset_us: int) -> None:
+        self.version += 1
         self.clock_offset_us = int(offset_us)
         self.db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('clock_offset_us', ?)",
                         (str(self.clock_offset_us),))
@@ -241,6 +245,8 @@ class Store:
                 self.db.execute(f"DELETE FROM {table}")
             self.db.execute("COMMIT")
             self.clock_offset_us = 0
+            self.version += 1
+            self._etats_cache.clear()
             self.next_id = 1
             self.stats.clear()
             self.stats_dirty.clear()
@@ -249,6 +255,7 @@ class Store:
     # ---- transitions -------------------------------------------------------------
     def _insert_plan(self, dossier_id: int, opco: str, siren: str, ni: str,
                      plan: list[tuple[str, int]]) -> None:
+        self.version += 1
         rows = []
         for i, (etat, t) in enumerate(plan):
             t_next = plan[i + 1][1] if i + 1 < len(plan) else INF
@@ -259,6 +266,7 @@ class Store:
 
     def _append(self, d: sqlite3.Row | tuple, etat: str, t: int, drop_after: int | None = None) -> None:
         did, opco, siren, ni = d[0], d[1], d[2], d[3]
+        self.version += 1
         if drop_after is not None:
             self.db.execute("DELETE FROM transitions WHERE dossier_id=? AND t>?", (did, drop_after))
         self.db.execute("UPDATE transitions SET t_next=? WHERE id=(SELECT id FROM transitions "
@@ -323,10 +331,12 @@ class Store:
         return motifs, npec
 
     def create_dossier(self, opco: str, siren: str, version: str, payload: dict, facts: dict,
-                       s: OpcoSettings, idcc_table: dict, opco_names: dict) -> tuple[int, dict]:
+                       s: OpcoSettings, idcc_table: dict, opco_names: dict,
+                       raw: str | None = None) -> tuple[int, dict]:
         """Returns (http status, summary). Raises Rejected (409/422)."""
         ni = facts["numeroInterne"]
-        h = canonical_hash(payload)
+        canon = facts.get("_canon")
+        h = hashlib.sha256(canon).hexdigest() if canon is not None else canonical_hash(payload)
         with self.lock:
             if s.idempotency:
                 ex = self.db.execute("SELECT id, content_hash FROM dossiers WHERE opco=? AND siren=? AND "
@@ -365,7 +375,8 @@ class Store:
                 self.db.execute(
                     f"INSERT INTO dossiers ({self.D_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (did, opco, siren, ni, ext, deca, h,
-                     json.dumps(payload, ensure_ascii=False, separators=(",", ":")), None, version,
+                     raw if raw is not None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+                     None, version,
                      t0, t1, t_type, json.dumps(motifs, ensure_ascii=False) if motifs else None,
                      int(requires), None, 0.0 if is_av else npec, None, facts.get("employeur_siret")))
                 self._insert_plan(did, opco, siren, ni, plan)
@@ -448,24 +459,50 @@ class Store:
             found.append(self.status_item(row, etat, t))
         return found, missing
 
+    def _window(self, opco: str, siren: str, lo: int, fin: int | None, now: int) -> list[tuple]:
+        """Ordered (t, numero_interne, dossier_id, etat) of the dossiers whose latest state
+        change in [lo, min(fin, now]) — cached while no write happened and no planned
+        transition fell due since (so paging through 100,000 dossiers is not O(N) a page)."""
+        key = (opco, siren, lo, fin)
+        c = self._etats_cache.get(key)
+        if c is not None and c[0] == self.version and now < c[1]:
+            self._etats_cache.move_to_end(key)
+            return c[2]
+        hi = min(fin if fin is not None else INF, now + 1)
+        rows = self.db.execute(
+            "SELECT t, numero_interne, dossier_id, etat FROM transitions "
+            "WHERE opco=? AND siren=? AND t>=? AND t<? AND t_next>=? "
+            "ORDER BY t, numero_interne, dossier_id", (opco, siren, lo, hi, hi)).fetchall()
+        if fin is not None and fin <= now:
+            valid_until = INF
+        else:
+            nxt = self.db.execute("SELECT MIN(t) FROM transitions WHERE opco=? AND siren=? AND t>?",
+                                  (opco, siren, now)).fetchone()[0]
+            valid_until = nxt if nxt is not None else INF
+        self._etats_cache[key] = (self.version, valid_until, rows)
+        while len(self._etats_cache) > 8:
+            self._etats_cache.popitem(last=False)
+        return rows
+
     def etats(self, opco: str, siren: str, page: int, size: int,
               debut: int | None, fin: int | None) -> dict:
         now = self.now()
         lo = debut if debut is not None else -INF
-        hi = min(fin if fin is not None else INF, now + 1)
-        if lo >= hi:
+        if lo >= min(fin if fin is not None else INF, now + 1):
             return {"total": 0, "count": 0, "page": page, "taillePage": size, "EtatDossierResult": []}
-        total = self.db.execute(
-            "SELECT COUNT(*) FROM transitions WHERE opco=? AND siren=? AND t>=? AND t<? AND t_next>=?",
-            (opco, siren, lo, hi, hi)).fetchone()[0]
-        rows = self.db.execute(
-            f"SELECT tr.etat, tr.t, d.{self.D_COLS.replace(', ', ', d.')} FROM transitions tr "
-            "JOIN dossiers d ON d.id = tr.dossier_id "
-            "WHERE tr.opco=? AND tr.siren=? AND tr.t>=? AND tr.t<? AND tr.t_next>=? "
-            "ORDER BY tr.t, tr.numero_interne, tr.dossier_id LIMIT ? OFFSET ?",
-            (opco, siren, lo, hi, hi, size, (page - 1) * size)).fetchall()
-        items = [self.status_item(r[2:], r[0], r[1]) for r in rows]
-        return {"total": total, "count": len(items), "page": page, "taillePage": size,
+        keys = self._window(opco, siren, lo, fin, now)
+        chunk = keys[(page - 1) * size: page * size]
+        items = []
+        if chunk:
+            ids = [k[2] for k in chunk]
+            by_id = {}
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                for r in self.db.execute(f"SELECT {self.D_COLS} FROM dossiers WHERE id IN "
+                                         f"({','.join('?' * len(part))})", part):
+                    by_id[r[0]] = r
+            items = [self.status_item(by_id[did], etat, t) for t, _ni, did, etat in chunk]
+        return {"total": len(keys), "count": len(items), "page": page, "taillePage": size,
                 "EtatDossierResult": items}
 
     # ---- completion: documents and conventions ----------------------------------
@@ -563,7 +600,8 @@ class Store:
     def facture(self, opco: str, siren: str, body: dict, facts: dict, s: OpcoSettings) -> tuple[int, dict]:
         with self.lock:
             nif = facts["numeroInterneFacture"]
-            h = canonical_hash(body)
+            canon = facts.get("_canon")
+            h = hashlib.sha256(canon).hexdigest() if canon is not None else canonical_hash(body)
             ex = self.db.execute("SELECT id, content_hash, regle_t FROM factures WHERE opco=? AND siren=? AND "
                                  "numero_interne_facture=?", (opco, siren, nif)).fetchone()
             now = self.now()
@@ -717,6 +755,7 @@ class Store:
             self.db.executemany("INSERT INTO transitions (dossier_id, opco, siren, numero_interne, etat, t, t_next) "
                                 "VALUES (?,?,?,?,?,?,?)", t_rows)
             self.db.execute("COMMIT")
+            self.version += 1
             self.next_id = first + count
             self.bump(opco, "created", "dossiers", count)
             self.bump(opco, "created", "seeded", count)

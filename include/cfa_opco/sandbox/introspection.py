@@ -1,0 +1,153 @@
+"""Test-only routes under /_sandbox (excluded from the OpenAPI schema)."""
+from __future__ import annotations
+
+import json
+import os
+
+from fastapi import APIRouter, Request
+
+from .store import US, iso
+
+
+def add_introspection(app, sb) -> None:
+    from .app import ApiError, J, dumps  # noqa: F401
+
+    r = APIRouter(prefix="/_sandbox", include_in_schema=False)
+
+    async def body_of(request: Request) -> dict:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "JSON_INVALIDE", None, "corps JSON illisible")
+        if not isinstance(data, dict):
+            raise ApiError(400, "TYPE", None, "objet JSON attendu")
+        return data
+
+    def opco_arg(o: str | None) -> str:
+        if o not in sb.caps:
+            raise ApiError(404, "OPCO_INCONNU", "opco", f"OPCO inconnu : {o}")
+        return o
+
+    @r.get("/health")
+    async def health():
+        return J({"status": "ok", "pid": os.getpid(), "db": sb.store.path, "now": iso(sb.store.now()),
+                  "opcos": sorted(sb.caps), "dossiers": sb.store.count_dossiers()})
+
+    def stats_for(o: str) -> dict:
+        st = sb.store.stats
+        g = lambda kind, k: st.get((o, kind, k), 0)  # noqa: E731
+        return {"dossiers_created": g("created", "dossiers"), "dossiers_seeded": g("created", "seeded"),
+                "duplicates_prevented": g("dup", "same_content") + g("dup", "conflict"),
+                "duplicates_same_content": g("dup", "same_content"), "conflicts_409": g("dup", "conflict"),
+                "requests_by_status": {k: v for (oo, kind, k), v in st.items() if oo == o and kind == "status"},
+                "faults_injected": {k: v for (oo, kind, k), v in st.items() if oo == o and kind == "fault"},
+                "lost_responses_by_real_status": {k: v for (oo, kind, k), v in st.items()
+                                                  if oo == o and kind == "lost"}}
+
+    @r.get("/stats")
+    async def stats(opco: str | None = None):
+        if opco:
+            return J(dict(stats_for(opco_arg(opco)), opco=opco))
+        return J({o: stats_for(o) for o in sorted(sb.caps)})
+
+    @r.get("/creations")
+    async def creations(opco: str | None = None, siren: str | None = None):
+        return J(sb.store.creations(opco_arg(opco), siren))
+
+    @r.post("/reset")
+    async def reset(request: Request):
+        data = await body_of(request)
+        sb.store.reset()
+        if not data.get("keep_settings"):
+            sb.apply(sb.file_cfg)
+        else:
+            sb.buckets.clear()
+        return J({"status": "reset"})
+
+    @r.get("/faults")
+    async def faults_get():
+        return J(sb.cfg["faults"])
+
+    @r.put("/faults")
+    @r.patch("/faults")
+    async def faults_set(request: Request):
+        data = await body_of(request)
+        if request.method == "PUT":
+            from .config import DEFAULTS
+            base = dict(DEFAULTS["faults"], seed=sb.cfg["faults"].get("seed", 1234))
+            sb.cfg = dict(sb.cfg, faults=base)
+        sb.patch({"faults": data})
+        return J(sb.cfg["faults"])
+
+    @r.delete("/faults")
+    async def faults_off():
+        from .config import DEFAULTS
+        sb.cfg = dict(sb.cfg, faults=dict(DEFAULTS["faults"], seed=sb.cfg["faults"].get("seed", 1234)))
+        sb.faults.configure(sb.cfg["faults"])
+        return J(sb.cfg["faults"])
+
+    @r.get("/settings")
+    async def settings_get():
+        return J({k: v for k, v in sb.cfg.items()}, 200)
+
+    @r.patch("/settings")
+    async def settings_set(request: Request):
+        data = await body_of(request)
+        try:
+            sb.patch(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(400, "REGLAGE_INVALIDE", None, str(exc)[:300])
+        return J({k: sb.cfg[k] for k in data if k in sb.cfg})
+
+    @r.get("/clock")
+    async def clock_get():
+        return J({"now": iso(sb.store.now()), "offset_seconds": sb.store.clock_offset_us / US})
+
+    @r.post("/clock")
+    async def clock_set(request: Request):
+        data = await body_of(request)
+        if "advance_seconds" in data:
+            sb.store.set_clock_offset(sb.store.clock_offset_us + int(float(data["advance_seconds"]) * US))
+        elif "offset_seconds" in data:
+            sb.store.set_clock_offset(int(float(data["offset_seconds"]) * US))
+        return J({"now": iso(sb.store.now()), "offset_seconds": sb.store.clock_offset_us / US})
+
+    @r.post("/seed")
+    async def seed(request: Request):
+        data = await body_of(request)
+        o = opco_arg(data.get("opco"))
+        from .seed import default_template
+        siren = str(data.get("siren", "775672272"))
+        tpl = data.get("template") or default_template(o, siren)
+        kw = {}
+        if "start" in data:
+            from .app import parse_time
+            kw["start_us"] = parse_time(data["start"], "start")
+        if "spread_seconds" in data:
+            kw["spread_seconds"] = float(data["spread_seconds"])
+        if "outcomes" in data:
+            kw["outcomes"] = list(data["outcomes"])
+        out = sb.store.seed(o, siren, int(data.get("count", 1000)), tpl, sb.settings[o],
+                            prefix=str(data.get("prefix", "SEED")), **kw)
+        return J(out, 201)
+
+    @r.get("/dossier")
+    async def dossier_dump(opco: str, numeroInterne: str, siren: str | None = None):
+        o = opco_arg(opco)
+        q = "SELECT siren FROM dossiers WHERE opco=? AND numero_interne=? ORDER BY id DESC LIMIT 1"
+        row = sb.store.db.execute(q, (o, numeroInterne)).fetchone()
+        if row is None:
+            raise ApiError(404, "DOSSIER_INCONNU", "numeroInterne", "inconnu")
+        d = sb.store.find_dossier(o, siren or row[0], numeroInterne)
+        return J(sb.store.full_dossier(d, sb.store.now()))
+
+    @r.post("/flush")
+    async def flush():
+        sb.store.flush_stats()
+        sb.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return J({"status": "flushed"})
+
+    app.include_router(r)

@@ -1,0 +1,226 @@
+"""Instruction engine on the sandbox clock: states, refusals, incompleteness, amendments,
+engagement and schedule, invoices, rupture, the etats window."""
+import datetime as dt
+
+import httpx
+import pytest
+
+from cfa_opco.sandbox.testing import run_sandbox
+
+from _sandbox_helpers import Api, uid
+
+
+@pytest.fixture(scope="module")
+def slow():
+    """Delays 5 s (instruction), 10 s (decision), 30 s (payment); tests move the clock."""
+    with run_sandbox(rate_limit=0, overrides={"delays": {"instruction": 5, "decision": 10, "reglement": 30}}) as s, \
+            httpx.Client(trust_env=False, timeout=20) as http:
+        yield s, http
+
+
+def test_state_machine_with_incompleteness(slow):
+    s, http = slow
+    a = Api(s, http, "atlas")
+    p, out = a.create()
+    ni = p["numeroInterne"]
+    assert a.read(ni)["etat"] == "TRANSMIS"
+    s.advance_clock(5)
+    d = a.read(ni)
+    assert d["etat"] == "EN_COURS_INSTRUCTION" and d["anomalies"][0]["code"] == "PIECE_MANQUANTE"
+    s.advance_clock(3600)  # no decision while incomplete
+    assert a.read(ni)["etat"] == "EN_COURS_INSTRUCTION"
+    a.convention(p)
+    d = a.read(ni)
+    assert d["etat"] == "EN_COURS_INSTRUCTION" and d["anomalies"] == []
+    s.advance_clock(9.9)
+    assert a.read(ni)["etat"] == "EN_COURS_INSTRUCTION"
+    s.advance_clock(0.2)
+    d = a.read(ni)
+    assert d["etat"] == "ENGAGE"
+    assert [h["etat"] for h in d["historique"]] == ["TRANSMIS", "EN_COURS_INSTRUCTION", "ENGAGE"]
+    times = [h["date"] for h in d["historique"]]
+    assert times == sorted(times)
+    # engagement and payment schedule from the NPEC (atlas default 9200 EUR / year, 2-year contract)
+    assert d["engagement"]["montantTotal"] == pytest.approx(18400.0, abs=0.02)
+    assert [e["numero"] for e in d["echeances"]] == [1, 2, 3, 4]
+    assert d["echeances"][0] == {"dateEcheance": "2026-09-01", "montant": 4600.0, "numero": 1, "etat": "A_FACTURER"}
+    assert d["motifs"] == []
+
+
+@pytest.mark.parametrize("changes,code", [
+    ({"employeur.codeIdcc": "0843"}, "IDCC_AUTRE_OPCO"),   # OPCO EP's IDCC sent to Atlas
+    ({"employeur.codeIdcc": "9999"}, "IDCC_INCONNU"),
+    ({"employeur.codeIdcc": "0001"}, "IDCC_INCONNU"),
+    ({"apprenti.dateNaissance": "1990-01-01"}, "AGE_MAX"),
+    ({"formation.rncp": "RNCP99999"}, "NPEC_ABSENT"),
+])
+def test_refusals(slow, changes, code):
+    s, http = slow
+    a = Api(s, http, "atlas")
+    p, _ = a.create(a.dossier(**changes))
+    s.advance_clock(15)
+    d = a.read(p["numeroInterne"])
+    assert d["etat"] == "REFUSE", d
+    assert [m["code"] for m in d["motifs"]] == [code]
+    assert d["engagement"] is None and d["echeances"] == []
+
+
+@pytest.mark.parametrize("flag", ["handicap", "sportifDeHautNiveau", "projetCreationEntreprise"])
+def test_age_exceptions(slow, flag):
+    s, http = slow
+    a = Api(s, http, "atlas")
+    p, _ = a.create(a.dossier(**{"apprenti.dateNaissance": "1990-01-01", f"apprenti.{flag}": True}))
+    a.convention(p)
+    s.advance_clock(15)
+    assert a.read(p["numeroInterne"])["etat"] == "ENGAGE"
+
+
+def test_amendments(slow):
+    s, http = slow
+    a = Api(s, http, "atlas")
+    p, out = a.create()
+    av = a.dossier(p["numeroInterne"] + "-A1", **{"contrat.typeContratApp": 33,
+                                                    "contrat.numeroContratPrecedent": out["numeroDeca"],
+                                                    "contrat.dateEffetAvenant": "2027-01-01"})
+    a.create(av)
+    s.advance_clock(15)
+    assert a.read(av["numeroInterne"])["etat"] == "ENGAGE"  # an avenant needs no new agreement
+    bad = a.dossier(uid("AV"), **{"contrat.typeContratApp": 33, "contrat.numeroContratPrecedent": "069202609999999",
+                                   "contrat.dateEffetAvenant": "2027-01-01"})
+    r = a.post("/v1/dossiers", json=bad)
+    assert r.status_code == 422 and r.json()["erreurs"][0]["champ"] == "contrat.numeroContratPrecedent"
+    # missing numeroContratPrecedent / dateEffetAvenant
+    r = a.post("/v1/dossiers", json=a.dossier(**{"contrat.typeContratApp": 31}))
+    assert {e["champ"] for e in r.json()["erreurs"]} == {"contrat.numeroContratPrecedent", "contrat.dateEffetAvenant"}
+    # a DECA number of another OPCO does not count
+    b = Api(s, http, "opcommerce")
+    r = b.post("/v1/dossiers", json=b.dossier(**{"contrat.typeContratApp": 33,
+                                                  "contrat.numeroContratPrecedent": out["numeroDeca"],
+                                                  "contrat.dateEffetAvenant": "2027-01-01"}))
+    assert r.status_code == 422
+
+
+def engaged(s, http, opco="atlas"):
+    a = Api(s, http, opco)
+    p, _ = a.create()
+    a.convention(p)
+    s.advance_clock(15)
+    d = a.read(p["numeroInterne"])
+    assert d["etat"] == "ENGAGE"
+    return a, p, d
+
+
+def facture(p, num, montant, nif=None):
+    return {"numeroInterneFacture": nif or uid("F"), "referenceFactureCFA": uid("REF"),
+            "numeroInterneDossier": p["numeroInterne"], "echeance": {"numero": num}, "montant": montant,
+            "dateFacture": "2026-09-15"}
+
+
+def test_invoices(slow):
+    s, http = slow
+    a, p, d = engaged(s, http)
+    e1 = d["echeances"][0]
+    r = a.post("/v1/factures", json=facture(p, 1, e1["montant"] + 0.01))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "MONTANT_SUPERIEUR"
+    f = facture(p, 1, e1["montant"])
+    r = a.post("/v1/factures", json=f)
+    assert r.status_code == 201 and r.json()["etatFacture"] == "EN_COURS"
+    assert a.post("/v1/factures", json=f).status_code == 200          # idempotent
+    r = a.post("/v1/factures", json=dict(f, montant=1.0))
+    assert r.status_code == 409
+    r = a.post("/v1/factures", json=facture(p, 1, 10.0))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "ECHEANCE_DEJA_FACTUREE"
+    r = a.post("/v1/factures", json=facture(p, 99, 10.0))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["champ"] == "echeance.numero"
+    r = a.post("/v1/factures", json=dict(facture(p, 1, 10.0), numeroInterneDossier="inconnu"))
+    assert r.status_code == 404
+    r = a.get("/v2/factures/etats", params={"numeroInterneFacture": f["numeroInterneFacture"]})
+    fe = r.json()["factures"][0]
+    assert fe["etatFacture"] == "EN_COURS" and fe["referenceVirement"] is None
+    s.advance_clock(30)
+    r = a.get("/v2/factures/etats", params={"numeroInterneFacture": f["numeroInterneFacture"]})
+    fe = r.json()["factures"][0]
+    assert fe["etatFacture"] == "REGLE" and fe["referenceVirement"] and fe["dateReglement"]
+    assert fe["montantFacture"] == e1["montant"]
+    assert fe["dossiers"] == [{"numeroInterneDossier": p["numeroInterne"], "numeroExterneDossier": d["numeroExterne"],
+                               "montant": e1["montant"]}]
+    assert a.read(p["numeroInterne"])["echeances"][0]["etat"] == "REGLEE"
+    # window on the state-change time
+    now = dt.datetime.fromisoformat(s.clock()["now"])
+    r = a.get("/v2/factures/etats", params={"dateDebut": (now + dt.timedelta(seconds=1)).isoformat()})
+    assert r.json()["factures"] == []
+    # a dossier not yet engaged cannot be invoiced
+    b = Api(s, http, "atlas")
+    p2, _ = b.create()
+    r = b.post("/v1/factures", json=facture(p2, 1, 10.0))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "DOSSIER_NON_ENGAGE"
+
+
+def test_solde_when_all_paid(slow):
+    s, http = slow
+    a, p, d = engaged(s, http)
+    for e in d["echeances"]:
+        assert a.post("/v1/factures", json=facture(p, e["numero"], e["montant"])).status_code == 201
+    assert a.read(p["numeroInterne"])["etat"] == "ENGAGE"
+    s.advance_clock(30)
+    assert a.read(p["numeroInterne"])["etat"] == "SOLDE"
+
+
+def test_rupture(slow):
+    s, http = slow
+    a, p, d = engaged(s, http)
+    ni = p["numeroInterne"]
+    r = a.post("/v2/dossiers/rupture/employeur", json={"numeroInterne": ni, "dateRupture": "2030-01-01", "motif": "x"})
+    assert r.status_code == 422 and r.json()["erreurs"][0]["champ"] == "dateRupture"
+    r = a.post("/v2/dossiers/rupture/employeur", json={"numeroInterne": ni, "dateRupture": "2027-03-15",
+                                                        "motif": "Rupture d'un commun accord"})
+    assert r.status_code == 200 and r.json()["etat"] == "RUPTU"
+    d = a.read(ni)
+    assert d["etat"] == "RUPTU" and d["historique"][-1]["etat"] == "RUPTU"
+    assert [e["etat"] for e in d["echeances"]] == ["A_FACTURER", "A_FACTURER", "ANNULEE", "ANNULEE"]
+    r = a.post("/v2/dossiers/rupture/employeur", json={"numeroInterne": ni, "dateRupture": "2027-02-15", "motif": "x"})
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "ETAT_INCOMPATIBLE"
+    r = a.post("/v1/factures", json=facture(p, 3, 1.0))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "ECHEANCE_ANNULEE"
+    r = a.post("/v2/dossiers/rupture/employeur", json={"numeroInterne": "inconnu", "dateRupture": "2027-02-15", "motif": "x"})
+    assert r.status_code == 404
+    r = a.post("/v2/dossiers/rupture/employeur", json={"numeroInterne": ni})
+    assert r.status_code == 422
+
+
+def test_etats_window_paging_exact(slow):
+    s, http = slow
+    a = Api(s, http, "mobilites")
+    t0 = dt.datetime.fromisoformat(s.clock()["now"])
+    nis = []
+    for _ in range(7):
+        p, _ = a.create()
+        a.convention(p)
+        nis.append(p["numeroInterne"])
+        s.advance_clock(1)
+    t1 = dt.datetime.fromisoformat(s.clock()["now"])
+    # window [t0, t1): the 7 creations, each once, in its latest state of the window
+    r = a.get("/v2/dossiers/etats", params={"dateDebut": t0.isoformat(), "dateFin": t1.isoformat(), "taillePage": 3})
+    body = r.json()
+    assert body["total"] == 7 and body["count"] == 3 and body["page"] == 1
+    seen = []
+    for page in (1, 2, 3, 4):
+        r = a.get("/v2/dossiers/etats", params={"dateDebut": t0.isoformat(), "dateFin": t1.isoformat(),
+                                                "taillePage": 3, "numeroPage": page})
+        seen += r.json()["EtatDossierResult"]
+    assert sorted(x["numeroInterne"] for x in seen) == sorted(nis)
+    keys = [(x["dateEtat"], x["numeroInterne"]) for x in seen]
+    assert keys == sorted(keys)
+    # later: every dossier goes EN_COURS (t+5) then ENGAGE (t+15): a window after t1 lists them again
+    s.advance_clock(20)
+    t2 = dt.datetime.fromisoformat(s.clock()["now"])
+    r = a.get("/v2/dossiers/etats", params={"dateDebut": t1.isoformat(), "dateFin": t2.isoformat(), "taillePage": 100})
+    items = [x for x in r.json()["EtatDossierResult"] if x["numeroInterne"] in nis]
+    assert len(items) == 7 and {x["etat"] for x in items} == {"ENGAGE"}
+    # a window in the future is empty (no state change is shown before it happens)
+    r = a.get("/v2/dossiers/etats", params={"dateDebut": (t2 + dt.timedelta(seconds=1)).isoformat()})
+    assert r.json()["total"] == 0
+    # bad params
+    for params in ({"numeroPage": "0"}, {"numeroPage": "x"}, {"taillePage": "100000"}, {"dateDebut": "hier"}):
+        r = a.get("/v2/dossiers/etats", params=params)
+        assert r.status_code == 400, params
