@@ -3,22 +3,39 @@
 
 Every morning, for every ERP source of the CFA network:
 
-1. **extract_dossiers** — the dossiers to transmit (new, changed or amended since their last
-   transmission, selected by state in the connector's database, not by a clock window);
-   the batch is frozen per DAG run, so a rerun of the same run handles the same set;
-2. **run_summary** — counts (extracted, passed quality, quarantined, transmitted, accepted,
-   refused) and where the reports are.
+1. **extract_dossiers** — the dossiers to transmit: new, changed or amended since their last
+   transmission, selected by state in the connector's database (not by a clock window). The
+   batch is frozen per DAG run: a retry or a rerun of the same run handles the same set.
+2. **quality_gate** — Great Expectations suites (learners, companies, sessions, CFA sites,
+   contract rules); a faulty dossier is quarantined with every anomaly, in words a CFA
+   employee understands; reports per site in the reports folder (link in the run summary).
+3. **plan_transmission** — each dossier to its OPCO (from the employer's IDCC) and to the
+   key of its CFA's SIREN; what cannot be routed is reported "needs a human decision".
+4. **opco_<code>.transmit** — one mapped task per (OPCO, SIREN) batch, in that OPCO's pool,
+   through the exactly-once ledger (a rerun never sends a dossier twice, never loses one).
+5. **wait_for_decisions** — deferrable sensor: until every dossier sent in this run is
+   ENGAGE, REFUSE or ANNULE, or the run's deadline (the follow-up DAG carries on after).
+6. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
+   refused, and where the reports are.
 
-Params: `reextract` (read the ERPs again for this run), `sources` (restrict to some source ids).
-Schedule: 06:00 Europe/Paris, Monday to Saturday (a `CronTriggerTimetable`: the run's
-logical date is its trigger time; nothing depends on a data interval).
+**Params** — `dry_run` (build and validate payloads, send nothing); `only_opco`, `only_site`
+(restrict the transmission); `resend` (numeroInterne to send again) and `force_quality`
+(numeroInterne to let through the gate), both with a mandatory `force_reason` kept in the
+ledger/audit trail; `reextract` (read the ERPs again for this run); `sources` (source ids).
+
+**Schedule** — 06:00 Europe/Paris, Monday to Saturday, as a `CronTriggerTimetable`: the run
+is keyed by its trigger time; no data interval is used anywhere.
 """
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, TaskGroup, dag, task
+
+from cfa_opco.opcos import opco_codes
+from cfa_opco.providers.opco.operators.transmit import OpcoTransmitOperator
+from cfa_opco.providers.opco.sensors.opco_states import OpcoDecisionSensor
 
 DEFAULT_ARGS = {
     "owner": "cfa-data",
@@ -38,9 +55,19 @@ DEFAULT_ARGS = {
     tags=["cfa", "opco", "apprentissage"],
     doc_md=__doc__,
     params={
+        "dry_run": Param(False, type="boolean", description="Build and validate payloads, send nothing."),
+        "only_opco": Param("", type="string", description="Transmit only to this OPCO (code, e.g. akto)."),
+        "only_site": Param("", type="string", description="Transmit only this CFA site (site code)."),
+        "resend": Param([], type="array", description="numeroInterne to send again (needs force_reason)."),
+        "force_quality": Param([], type="array",
+                               description="numeroInterne to let through the quality gate (needs force_reason)."),
+        "force_reason": Param("", type="string", description="Why: kept in the ledger and the audit trail."),
         "reextract": Param(False, type="boolean",
                            description="Read the ERPs again for this run instead of reusing its frozen batch."),
         "sources": Param([], type="array", description="Restrict to these source ids (empty: all)."),
+        "decision_deadline_minutes": Param(60, type="integer", minimum=0,
+                                           description="How long this run waits for the OPCOs' decisions "
+                                                       "(the follow-up DAG carries on after)."),
     },
 )
 def cfa_opco_daily():
@@ -51,12 +78,50 @@ def cfa_opco_daily():
         return daily.extract(context)
 
     @task
-    def run_summary(extraction: dict, **context) -> dict:
+    def quality_gate(extraction: dict, **context) -> dict:
         from cfa_opco.pipeline import daily
 
-        return daily.summarize(context, extraction)
+        return daily.quality(context, extraction)
 
-    run_summary(extract_dossiers())
+    @task
+    def plan_transmission(quality: dict, **context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.plan(context, quality)
+
+    @task
+    def batches(opco_code: str, **context) -> list[dict]:
+        from cfa_opco.pipeline import daily
+
+        return daily.batches_for(context, opco_code)
+
+    @task(trigger_rule="all_done")
+    def run_summary(extraction: dict, quality: dict, planned: dict, **context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.summarize(context, extraction, quality, planned)
+
+    extraction = extract_dossiers()
+    quality = quality_gate(extraction)
+    planned = plan_transmission(quality)
+    transmits = []
+    for code in opco_codes():
+        # one mapped task per (OPCO, SIREN) batch, in the OPCO's pool
+        with TaskGroup(group_id=f"opco_{code}"):
+            share = batches.override(task_id="batches")(code)
+            planned >> share
+            transmits.append(OpcoTransmitOperator.partial(task_id="transmit", pool=f"opco_{code}")
+                             .expand(batch=share))
+    wait = OpcoDecisionSensor(
+        task_id="wait_for_decisions",
+        run_id="{{ run_id }}",
+        deadline="{{ params.decision_deadline_minutes * 60 }}",
+        trigger_rule="all_done",
+        poke_interval=10,
+        timeout=6 * 3600,
+    )
+    summary = run_summary(extraction, quality, planned)
+    transmits >> wait >> summary
 
 
 cfa_opco_daily()

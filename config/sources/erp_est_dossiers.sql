@@ -34,7 +34,9 @@ SELECT
     ea."ADR_VILLE" AS employeur_adresse_commune,
     e."ENT_TYPE" AS employeur_type,
     e."ENT_SPEC" AS employeur_specifique,
-    e."ENT_APE" AS employeur_naf,
+    -- this product stores the APE code without its dot (1071C): the CERFA mask is 00.00A
+    CASE WHEN e."ENT_APE" ~ '^\d{4}[A-Z]$' THEN substr(e."ENT_APE", 1, 2) || '.' || substr(e."ENT_APE", 3)
+         ELSE e."ENT_APE" END AS employeur_naf,
     e."ENT_EFF" AS employeur_effectif,
     e."ENT_CCN" AS employeur_idcc,
     e."ENT_CCN_LIB" AS employeur_libelle_idcc,

@@ -114,3 +114,22 @@ CREATE TRIGGER exchange_proof_append_only BEFORE UPDATE OR DELETE ON exchange_pr
     FOR EACH ROW EXECUTE FUNCTION refuse_change();
 CREATE TRIGGER opco_state_change_append_only BEFORE UPDATE OR DELETE ON opco_state_change
     FOR EACH ROW EXECUTE FUNCTION refuse_change();
+
+-- The routing of a run's dossiers, decided once by the plan task: the mapped transmission
+-- tasks read their (OPCO, SIREN) share from here, so a rerun sends the same split.
+CREATE TABLE transmission_plan (
+    run_id          text NOT NULL,
+    source_id       text NOT NULL,
+    numero_interne  text NOT NULL,
+    nature          text NOT NULL,
+    decision        text NOT NULL,        -- ROUTED, NEEDS_HUMAN, NOT_SERVED, FILTERED
+    opco_code       text,
+    cfa_siren       text,
+    conn_id         text,
+    reason          text,
+    forced          boolean NOT NULL DEFAULT false,
+    force_reason    text,
+    planned_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, source_id, numero_interne)
+);
+CREATE INDEX transmission_plan_conn ON transmission_plan (run_id, conn_id);

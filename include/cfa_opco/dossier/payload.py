@@ -1,0 +1,88 @@
+"""From a canonical dossier row to the CERFA FA13 JSON sent to the OPCO
+(shape: docs/api-conventions.md), and the canonical bytes whose SHA-256 proves it."""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+from typing import Any, Mapping
+
+from cfa_opco.dossier.model import COLUMNS, NATURE_AVENANT, REMUNERATION_YEARS
+
+_PERSON_BLOCKS = ("maitre2",)
+
+
+def _json_value(value: Any, typ: str) -> Any:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if typ == "date":
+        return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)[:10]
+    if typ == "num":
+        return round(float(value), 2)
+    if typ == "int":
+        return int(value)
+    if typ == "bool":
+        return bool(value)
+    return str(value)
+
+
+def _set(doc: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    for key in keys[:-1]:
+        doc = doc.setdefault(key, {})
+    doc[keys[-1]] = value
+
+
+def build_payload(row: Mapping[str, Any], numero_contrat_precedent: str | None = None) -> dict:
+    """The CERFA payload of one dossier. ``numero_contrat_precedent`` fills an avenant's
+    reference to the contract it amends when the ERP does not hold it yet (the numéro DECA
+    the OPCO gave the base contract, known from the connector's records)."""
+    doc: dict = {}
+    for col in COLUMNS:
+        if col.cerfa:
+            _set(doc, col.cerfa, _json_value(row.get(col.name), col.type))
+    # optional blocks: absent rather than full of nulls
+    for block in _PERSON_BLOCKS:
+        if not any(v is not None for v in doc[block].values()):
+            doc[block] = None
+    apprenti = doc["apprenti"]
+    if apprenti["representantLegal"]["nom"] is None:
+        apprenti["representantLegal"] = None
+    else:
+        apprenti["representantLegal"]["adresse"] = dict(apprenti["adresse"])
+    doc["organismeFormation"]["etablissementFormation"] = None
+    remunerations = []
+    for n in range(1, REMUNERATION_YEARS + 1):
+        taux = _json_value(row.get(f"remu{n}_taux"), "num")
+        if taux is None:
+            continue
+        remunerations.append({
+            "annee": n,
+            "dateDebut": _json_value(row.get(f"remu{n}_date_debut"), "date"),
+            "dateFin": _json_value(row.get(f"remu{n}_date_fin"), "date"),
+            "taux": taux,
+            "typeSalaire": _json_value(row.get(f"remu{n}_base"), "text") or "SMIC",
+        })
+    doc["contrat"]["remunerationsAnnuelles"] = remunerations
+    if row.get("nature") == NATURE_AVENANT and not doc["contrat"]["numeroContratPrecedent"]:
+        doc["contrat"]["numeroContratPrecedent"] = numero_contrat_precedent
+    return doc
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The bytes whose SHA-256 identifies a payload: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_default).encode("utf-8")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def payload_hash(payload: Any) -> str:
+    return hashlib.sha256(canonical_json(payload)).hexdigest()

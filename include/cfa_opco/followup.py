@@ -1,0 +1,413 @@
+"""Follow-up of the dossiers sent: read what each OPCO decided and keep the connector's
+``opco_dossier`` (current state), ``opco_state_change`` (history) and ``sync_watermark``
+(per connection, up to when changes were read) up to date.
+
+- v2 OPCOs (etats_v2): one windowed read of ``/v2/dossiers/etats`` over [watermark, now − lag),
+  all pages — the cost grows with the number of changes, not with the stock of dossiers; the
+  watermark moves only once the window was fully read.
+- v1-only OPCOs (liste_v1): their open dossiers, 100 per ``/v1/dossiers/liste`` call.
+- Safety net (both): open dossiers nobody looked at for ``stale_after`` are re-read through
+  the liste route (at most once per ``stale_after``), so a change that slipped out of a window
+  (a dossier recorded after its window was read) is still caught.
+
+A history row is appended only when the state, its motifs or its anomalies really changed,
+and a state never moves back to an older ``dateEtat``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+FINAL_STATES = ("ENGAGE", "REFUSE", "ANNULE", "SOLDE", "RUPTU")      # no more follow-up
+SENSOR_FINAL_STATES = ("ENGAGE", "REFUSE", "ANNULE")                   # a decision was made
+ACCEPTED_STATES = ("ENGAGE", "SOLDE", "RUPTU")                         # RUPTU/SOLDE imply ENGAGE
+_FINAL_SQL = "('ENGAGE', 'REFUSE', 'ANNULE', 'SOLDE', 'RUPTU')"
+EPOCH_MARGIN = dt.timedelta(minutes=5)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _connect(connector: str):
+    from cfa_opco.db.connect import connect
+
+    return connect(connector, application_name="cfa_opco.followup")
+
+
+def _j(v: Any) -> str | None:
+    """jsonb text of a motifs/anomalies list; empty or missing = NULL."""
+    if not v:
+        return None
+    return json.dumps(v, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def open_connections(connector: str, conn_ids: Iterable[str] | None = None, run_id: str | None = None) -> dict[str, int]:
+    """{conn_id: number of open dossiers} (optionally of one run)."""
+    conn = _connect(connector)
+    try:
+        with conn.cursor() as cur:
+            sql = f"SELECT conn_id, count(*) FROM opco_dossier WHERE etat NOT IN {_FINAL_SQL}"
+            args: list = []
+            if run_id is not None:
+                sql += " AND first_run_id = %s"
+                args.append(run_id)
+            if conn_ids is not None:
+                sql += " AND conn_id = ANY(%s)"
+                args.append(list(conn_ids))
+            cur.execute(sql + " GROUP BY conn_id ORDER BY conn_id", args)
+            return dict(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def watermarks(connector: str, conn_ids: Iterable[str] | None = None) -> dict[str, dt.datetime]:
+    conn = _connect(connector)
+    try:
+        with conn.cursor() as cur:
+            if conn_ids is None:
+                cur.execute("SELECT conn_id, window_end FROM sync_watermark")
+            else:
+                cur.execute("SELECT conn_id, window_end FROM sync_watermark WHERE conn_id = ANY(%s)", (list(conn_ids),))
+            return dict(cur.fetchall())
+    finally:
+        conn.close()
+
+
+_APPLY_SQL = f"""
+WITH v (ni, etat, etat_at, nex, ndeca, motifs, anomalies) AS (VALUES %s),
+upd AS (
+    UPDATE opco_dossier d
+       SET etat = v.etat, etat_at = COALESCE(v.etat_at, d.etat_at), motifs = v.motifs, anomalies = v.anomalies,
+           numero_externe = COALESCE(v.nex, d.numero_externe), numero_deca = COALESCE(v.ndeca, d.numero_deca),
+           last_checked_at = now()
+      FROM v
+     WHERE d.conn_id = %(conn_id)s AND d.numero_interne = v.ni
+       AND (d.etat IS DISTINCT FROM v.etat
+            OR COALESCE(d.anomalies, '[]'::jsonb) IS DISTINCT FROM COALESCE(v.anomalies, '[]'::jsonb)
+            OR COALESCE(d.motifs, '[]'::jsonb) IS DISTINCT FROM COALESCE(v.motifs, '[]'::jsonb))
+       AND (d.etat_at IS NULL OR v.etat_at IS NULL OR v.etat_at >= d.etat_at)
+ RETURNING d.source_id, d.numero_interne, d.opco_code, d.etat, d.etat_at, d.motifs, d.anomalies,
+           d.numero_externe, d.numero_deca
+),
+ins AS (
+    INSERT INTO opco_state_change (source_id, numero_interne, opco_code, etat, etat_at, motifs, anomalies, via)
+    SELECT source_id, numero_interne, opco_code, etat, etat_at, motifs, anomalies, %(via)s FROM upd
+)
+SELECT * FROM upd
+"""
+
+
+def apply_states(cur, conn_id: str, items: list[dict], via: str) -> tuple[list[dict], int]:
+    """Apply OPCO state items to opco_dossier (+ history). Returns (changed rows, rows known)."""
+    if not items:
+        return [], 0
+    from psycopg2.extras import execute_values
+
+    latest: dict[str, dict] = {}
+    for it in items:
+        ni = it.get("numeroInterne")
+        if not ni or not it.get("etat"):
+            continue
+        prev = latest.get(ni)
+        if prev is None or str(it.get("dateEtat") or "") >= str(prev.get("dateEtat") or ""):
+            latest[ni] = it
+    rows = [(ni, it["etat"], it.get("dateEtat"), it.get("numeroExterne"), it.get("numeroDeca"),
+             _j(it.get("motifs")), _j(it.get("anomalies"))) for ni, it in latest.items()]
+    sql = cur.mogrify(_APPLY_SQL.replace("VALUES %s", "VALUES %%s", 1),
+                      {"conn_id": conn_id, "via": via}).decode()
+    changed = execute_values(cur, sql, rows, template="(%s, %s, %s::timestamptz, %s, %s, %s::jsonb, %s::jsonb)",
+                             page_size=max(1, len(rows)), fetch=True)
+    names = ("source_id", "numero_interne", "opco_code", "etat", "etat_at", "motifs", "anomalies",
+             "numero_externe", "numero_deca")
+    changed_rows = [dict(zip(names, r)) for r in changed]
+    done = {r["numero_interne"] for r in changed_rows}
+    rest = [ni for ni in latest if ni not in done]
+    known = len(done)
+    if rest:
+        cur.execute("UPDATE opco_dossier SET last_checked_at = now() WHERE conn_id = %s AND numero_interne = ANY(%s)",
+                    (conn_id, rest))
+        known += cur.rowcount
+    return changed_rows, known
+
+
+class _ConnSync:
+    def __init__(self, connector: str, conn_id: str, hook, *, lag: dt.timedelta, page_size: int,
+                 writeback, stale_after: dt.timedelta | None):
+        self.connector, self.conn_id, self.hook = connector, conn_id, hook
+        self.lag, self.page_size, self.writeback, self.stale_after = lag, page_size, writeback, stale_after
+        self.out: dict[str, Any] = {"conn_id": conn_id, "requests": 0, "seen": 0, "changes": 0, "unknown": 0,
+                                    "by_etat": Counter(), "mode": None}
+
+    def _commit_changes(self, db, changed: list[dict]) -> None:
+        db.commit()
+        self.out["changes"] += len(changed)
+        for r in changed:
+            self.out["by_etat"][r["etat"]] += 1
+        if self.writeback and changed:
+            by_source: dict[str, list[dict]] = {}
+            for r in changed:
+                by_source.setdefault(r["source_id"], []).append(r)
+            for source_id, rows in by_source.items():
+                self.writeback(source_id, rows)
+
+    def _apply(self, db, items: list[dict], via: str) -> None:
+        with db.cursor() as cur:
+            changed, known = apply_states(cur, self.conn_id, items, via)
+        self.out["seen"] += len(items)
+        self.out["unknown"] += len({i.get("numeroInterne") for i in items}) - known
+        self._commit_changes(db, changed)
+
+    def run(self) -> dict:
+        from cfa_opco.providers.opco.capabilities import Capabilities  # noqa: F401
+
+        start_requests = self.hook.request_count
+        db = _connect(self.connector)
+        try:
+            caps = self.hook.capabilities
+            route = caps.state_route()
+            self.out["mode"] = route
+            if route == "etats_v2":
+                self._window(db)
+            elif route == "liste_v1":
+                self._liste(db, None)
+            if self.stale_after is not None and caps.serves("liste_v1"):
+                self._liste(db, self.stale_after)
+        finally:
+            db.close()
+            self.out["requests"] = self.hook.request_count - start_requests
+        return self.out
+
+    def _window(self, db) -> None:
+        with db.cursor() as cur:
+            cur.execute("SELECT window_end FROM sync_watermark WHERE conn_id = %s", (self.conn_id,))
+            row = cur.fetchone()
+            if row:
+                start = row[0]
+            else:
+                cur.execute("SELECT least(min(sent_at), min(etat_at)) FROM opco_dossier WHERE conn_id = %s",
+                            (self.conn_id,))
+                first = cur.fetchone()[0]
+                start = (first - EPOCH_MARGIN) if first else _now() - dt.timedelta(days=1)
+        db.commit()
+        end = self.hook.server_now() - self.lag
+        self.out["window"] = [start.isoformat(), end.isoformat()]
+        if end <= start:
+            return
+        batch: list[dict] = []
+        for item in self.hook.iter_state_changes(start, end, self.page_size):
+            batch.append(item)
+            if len(batch) >= self.page_size:
+                self._apply(db, batch, "etats_v2")
+                batch = []
+        self._apply(db, batch, "etats_v2")
+        with db.cursor() as cur:       # the window was fully read: only now does the watermark move
+            cur.execute("""INSERT INTO sync_watermark (conn_id, window_end, updated_at) VALUES (%s, %s, now())
+                           ON CONFLICT (conn_id) DO UPDATE SET window_end = GREATEST(sync_watermark.window_end,
+                           EXCLUDED.window_end), updated_at = now()""", (self.conn_id, end))
+        db.commit()
+
+    def _liste(self, db, stale_after: dt.timedelta | None) -> None:
+        with db.cursor() as cur:
+            sql = f"SELECT numero_interne FROM opco_dossier WHERE conn_id = %s AND etat NOT IN {_FINAL_SQL}"
+            args: list = [self.conn_id]
+            if stale_after is not None:
+                sql += " AND COALESCE(last_checked_at, sent_at, '-infinity') < now() - %s"
+                args.append(stale_after)
+            cur.execute(sql + " ORDER BY numero_interne", args)
+            numeros = [r[0] for r in cur.fetchall()]
+        db.commit()
+        if stale_after is not None:
+            self.out["stale_checked"] = len(numeros)
+        for i in range(0, len(numeros), 100):
+            chunk = numeros[i:i + 100]
+            found = self.hook.list_dossiers(chunk)
+            self._apply(db, found, "liste_v1")
+            missing = set(chunk) - {f.get("numeroInterne") for f in found}
+            if missing:
+                self.out["unknown"] += len(missing)
+                with db.cursor() as cur:
+                    cur.execute("UPDATE opco_dossier SET last_checked_at = now() WHERE conn_id = %s "
+                                "AND numero_interne = ANY(%s)", (self.conn_id, list(missing)))
+                db.commit()
+
+
+def sync_states(connector: str, conn_ids: list[str] | None = None, *, hook_factory: Callable[[str], Any] | None = None,
+                lag_seconds: float = 2, page_size: int = 1000, writeback: Callable[[str, list[dict]], None] | None = None,
+                run_id: str | None = None, stale_after: dt.timedelta | None = dt.timedelta(hours=24),
+                max_workers: int = 4, record_proofs: bool = True, software: dict | None = None) -> dict:
+    """Sync the OPCO states of every connection with open dossiers (or of ``conn_ids``).
+
+    ``hook_factory(conn_id) -> OpcoHook`` (default: an OpcoHook whose every request is
+    recorded in exchange_proof); ``writeback(source_id, rows)`` is called with the rows whose
+    state changed (after commit) so decisions can be written back to the ERP.
+    Returns {connections, requests, seen, changes, unknown, by_etat, per_connection, errors}.
+    A connection that fails (bad key, OPCO down) is reported in ``errors``; the others go on."""
+    open_by_conn = open_connections(connector, conn_ids)
+    targets = sorted(open_by_conn)
+    recorder = None
+    if hook_factory is None:
+        from cfa_opco.providers.opco.hooks.opco import OpcoHook
+        from cfa_opco.providers.opco.proofs import ProofRecorder
+
+        recorder = ProofRecorder(connector) if record_proofs else None
+
+        def hook_factory(cid: str):
+            return OpcoHook(cid, software=software, proof_sink=recorder, run_id=run_id)
+    lag = dt.timedelta(seconds=lag_seconds)
+    result: dict[str, Any] = {"connections": len(targets), "open_before": sum(open_by_conn.values()),
+                              "requests": 0, "seen": 0, "changes": 0, "unknown": 0, "by_etat": {},
+                              "per_connection": {}, "errors": {}}
+    lock = threading.Lock()
+
+    def one(cid: str) -> None:
+        hook = None
+        try:
+            hook = hook_factory(cid)
+            out = _ConnSync(connector, cid, hook, lag=lag, page_size=page_size, writeback=writeback,
+                            stale_after=stale_after).run()
+        except Exception as exc:
+            log.warning("state sync of %s failed: %s", cid, exc)
+            with lock:
+                result["errors"][cid] = str(exc)[:500]
+                if hook is not None:
+                    result["requests"] += getattr(hook, "request_count", 0)
+            return
+        finally:
+            if hook is not None and hasattr(hook, "close"):
+                hook.close()
+        with lock:
+            out["by_etat"] = dict(out["by_etat"])
+            result["per_connection"][cid] = out
+            for k in ("requests", "seen", "changes", "unknown"):
+                result[k] += out[k]
+            for k, v in out["by_etat"].items():
+                result["by_etat"][k] = result["by_etat"].get(k, 0) + v
+
+    try:
+        if len(targets) <= 1 or max_workers <= 1:
+            for cid in targets:
+                one(cid)
+        else:
+            with ThreadPoolExecutor(max_workers=min(max_workers, len(targets)), thread_name_prefix="sync") as pool:
+                list(pool.map(one, targets))
+    finally:
+        if recorder is not None:
+            recorder.close()
+    log.info("state sync: %d connection(s), %d request(s), %d change(s) %s, %d error(s)", result["connections"],
+             result["requests"], result["changes"], result["by_etat"], len(result["errors"]))
+    return result
+
+
+def pending_for_run(connector: str, run_id: str) -> list[dict]:
+    """Dossiers first sent by ``run_id`` (opco_dossier.first_run_id) with no decision yet."""
+    conn = _connect(connector)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"""SELECT source_id, numero_interne, opco_code, cfa_siren, conn_id, etat, etat_at, anomalies
+                            FROM opco_dossier WHERE first_run_id = %s AND etat NOT IN {_FINAL_SQL}
+                            ORDER BY conn_id, numero_interne""", (run_id,))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def run_summary(connector: str, run_id: str, pending_limit: int = 200) -> dict:
+    """Counts of the run's dossiers: accepted, refused, cancelled, pending (incomplete among them)."""
+    conn = _connect(connector)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("""SELECT etat, (anomalies IS NOT NULL AND anomalies <> '[]'::jsonb), count(*)
+                           FROM opco_dossier WHERE first_run_id = %s GROUP BY 1, 2""", (run_id,))
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    s = {"total": 0, "accepted": 0, "refused": 0, "cancelled": 0, "pending": 0, "incomplete": 0, "by_etat": {}}
+    for etat, incomplete, n in rows:
+        s["total"] += n
+        s["by_etat"][etat] = s["by_etat"].get(etat, 0) + n
+        if etat in ACCEPTED_STATES:
+            s["accepted"] += n
+        elif etat == "REFUSE":
+            s["refused"] += n
+        elif etat == "ANNULE":
+            s["cancelled"] += n
+        else:
+            s["pending"] += n
+            if incomplete:
+                s["incomplete"] += n
+    return s
+
+
+def known_connections(connector: str) -> list[str]:
+    """OPCO connection ids worth checking: those the connector has used (opco_dossier,
+    transmission) plus any AIRFLOW_CONN_OPCO_* environment variable."""
+    import os
+
+    from cfa_opco.providers.opco.capabilities import opco_code_from_conn_id
+
+    ids: set[str] = set()
+    conn = _connect(connector)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT DISTINCT conn_id FROM opco_dossier")
+            ids.update(r[0] for r in cur.fetchall())
+            cur.execute("SELECT to_regclass('transmission') IS NOT NULL")
+            if cur.fetchone()[0]:
+                cur.execute("SELECT DISTINCT conn_id FROM transmission WHERE conn_id IS NOT NULL")
+                ids.update(r[0] for r in cur.fetchall())
+    finally:
+        conn.close()
+    for name in os.environ:
+        if name.startswith("AIRFLOW_CONN_OPCO_"):
+            ids.add(name[len("AIRFLOW_CONN_"):].lower())
+    return sorted(i for i in ids if opco_code_from_conn_id(i)[0])
+
+
+def key_warnings(connector: str, days: int = 30, conn_ids: list[str] | None = None,
+                 hook_factory: Callable[[str], Any] | None = None, software: dict | None = None) -> dict[str, str]:
+    """{conn_id: warning} for every OPCO key that is invalid or expires within ``days``
+    (connections: ``conn_ids``, else the Variable cfa_opco_key_connections, else
+    :func:`known_connections`)."""
+    if conn_ids is None:
+        try:
+            from cfa_opco.pipeline.config import variable
+
+            conn_ids = variable("cfa_opco_key_connections", None, deserialize_json=True)
+        except Exception:
+            conn_ids = None
+        conn_ids = conn_ids or known_connections(connector)
+    if hook_factory is None:
+        from cfa_opco.providers.opco.hooks.opco import OpcoHook
+        from cfa_opco.providers.opco.proofs import ProofRecorder
+
+        recorder = ProofRecorder(connector)
+
+        def hook_factory(cid: str):
+            return OpcoHook(cid, software=software, proof_sink=recorder, max_attempts=3)
+    else:
+        recorder = None
+    out: dict[str, str] = {}
+    try:
+        for cid in conn_ids:
+            try:
+                hook = hook_factory(cid)
+                w = hook.key_expiry_warning(days)
+                hook.close()
+            except Exception as exc:     # the OPCO is down, the connection is missing...
+                w = f"clé de la connexion {cid} non vérifiée : {str(exc)[:300]}"
+            if w:
+                log.warning("%s", w)
+                out[cid] = w
+    finally:
+        if recorder is not None:
+            recorder.close()
+    return out

@@ -1,0 +1,1 @@
+"""Airflow provider-style packages of the project (hooks, sensors, triggers)."""

@@ -1,0 +1,640 @@
+"""OpcoHook: one CFA key (one OPCO × one SIREN) on the API CFA-OPCO.
+
+    hook = OpcoHook("opco_akto_775672272", software={"editeur": ..., "logiciel": ..., "version": ...},
+                    proof_sink=ProofRecorder(connector), run_id=run_id)
+    resp = hook.send_dossier(payload)          # OpcoResponse: status, body, erreurs, numero_deca...
+
+Connection (type http): host = base URL ending in /ApiEchangeCFA, password = the key,
+extra: siren, rate_limit_per_second (optional), and for AKTO oauth_client_id,
+oauth_client_secret, oauth_token_path (or oauth_token_url).
+
+Policy: 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
+retried); 401/403 raise OpcoAuthError; 429 waits Retry-After (all threads of the key pause and
+the pacing slows down); 5xx, timeouts and dropped connections retry with exponential backoff
+and full jitter up to ``max_attempts`` then raise OpcoUnavailable. Every attempt — answered or
+not — is handed to ``proof_sink`` as an ExchangeRecord. No key, token or body is ever logged.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Iterator
+from urllib.parse import urlencode, urlsplit
+
+from airflow.sdk import BaseHook
+
+from ..capabilities import ROUTES, Capabilities, opco_code_from_conn_id
+from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable, _opco_label
+from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOFTWARE = {"editeur": "CFA Network Data", "logiciel": "cfa-opco-connector", "version": "0.1.0"}
+PACING_MARGIN = 0.95          # pace at 95 % of the allowed rate: no 429 from clock jitter
+LISTE_MAX = 100               # /v1/dossiers/liste: at most 100 numbers per call
+TOKEN_ERRORS = ("JETON_EXPIRE", "JETON_INVALIDE", "JETON_ABSENT")
+RE_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+@dataclass
+class OpcoResponse:
+    """An answer of the OPCO (2xx, or a 4xx other than 401/403 with its ``erreurs``)."""
+    status: int
+    body: Any = field(default=None, repr=False)      # parsed JSON (may carry personal data)
+    headers: dict = field(default_factory=dict, repr=False)
+    erreurs: list = field(default_factory=list)
+    numero_externe: str | None = None
+    numero_deca: str | None = None
+    etat: str | None = None
+    date_etat: str | None = None
+    route_id: str | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def error_text(self) -> str:
+        return "; ".join(f"{e.get('code') or ''} {e.get('champ') or ''}: {e.get('message') or ''}".strip()
+                         for e in self.erreurs)
+
+
+class Pacer:
+    """Client-side pacing for one key, shared by every thread and hook using that key.
+    Slots are reserved one after the other (GCRA, no burst): at ``rate`` req/s the server's
+    token bucket never runs dry. A 429 pauses everybody until Retry-After and slows the
+    rate (recovered slowly on success). ``rate=None``: no pacing, pauses only."""
+
+    def __init__(self, rate: float | None):
+        self.lock = threading.Lock()
+        self.configured = rate
+        self.rate = rate
+        self.next_free = 0.0
+        self.pause_until = 0.0
+
+    def configure(self, rate: float | None) -> None:
+        with self.lock:
+            if rate != self.configured:
+                self.configured = self.rate = rate
+
+    def acquire(self) -> float:
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.pause_until)
+            if self.rate:
+                start = max(start, self.next_free)
+                self.next_free = start + 1.0 / (self.rate * PACING_MARGIN)
+        wait = start - now
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+    def penalize(self, seconds: float) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.pause_until = max(self.pause_until, now + seconds)
+            self.next_free = max(self.next_free, self.pause_until)
+            if self.rate and self.configured:
+                self.rate = max(self.configured * 0.5, self.rate * 0.8)
+
+    def success(self) -> None:
+        if self.rate and self.configured and self.rate < self.configured:
+            with self.lock:
+                self.rate = min(self.configured, self.rate * 1.02)
+
+
+_PACERS: dict[str, Pacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def pacer_for(key: str, base_url: str, rate: float | None) -> Pacer:
+    ident = hashlib.sha256(f"{base_url}\0{key}".encode()).hexdigest()[:24]   # never the key itself
+    with _PACERS_LOCK:
+        p = _PACERS.get(ident)
+        if p is None:
+            p = _PACERS[ident] = Pacer(rate)
+        else:
+            p.configure(rate)
+        return p
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _iso(d: dt.datetime) -> str:
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.timezone.utc)
+    return d.isoformat()
+
+
+class OpcoHook(BaseHook):
+    conn_name_attr = "opco_conn_id"
+    default_conn_name = "opco_default"
+    conn_type = "http"
+    hook_name = "OPCO (API CFA-OPCO)"
+
+    def __init__(self, opco_conn_id: str = default_conn_name, *, software: dict | None = None,
+                 timeout: float | tuple = (3.05, 30), max_attempts: int = 6, backoff_base: float = 0.5,
+                 backoff_max: float = 30.0, rate_limit_per_second: float | None = None,
+                 proof_sink: Callable[[ExchangeRecord], None] | None = None, run_id: str | None = None,
+                 max_rate_limited: int | None = None, pool_size: int = 16):
+        super().__init__()
+        self.opco_conn_id = opco_conn_id
+        self._software_arg = software
+        self.timeout = timeout
+        self.max_attempts = max(1, int(max_attempts))
+        self.max_rate_limited = max_rate_limited if max_rate_limited is not None else 5 * self.max_attempts
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self._rate_arg = rate_limit_per_second
+        self.proof_sink = proof_sink
+        self.run_id = run_id
+        self.pool_size = pool_size
+        code, siren = opco_code_from_conn_id(opco_conn_id)
+        self.opco_code: str | None = code
+        self.siren: str | None = siren
+        self._conn_lock = threading.Lock()
+        self._info: dict | None = None
+        self._local = threading.local()
+        self._sessions: list = []
+        self._token: tuple[str, float] | None = None
+        self._token_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.stats: Counter = Counter()
+        self._in_keyinfo = threading.local()
+
+    # ---- connection -------------------------------------------------------------
+    def _conn_info(self) -> dict:
+        if self._info is not None:
+            return self._info
+        with self._conn_lock:
+            if self._info is not None:
+                return self._info
+            conn = self.get_connection(self.opco_conn_id)
+            extra = conn.extra_dejson or {}
+            host = (conn.host or "").strip()
+            if "://" not in host:
+                scheme = conn.schema or "https"
+                host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+            base = host.rstrip("/")
+            code = (extra.get("opco") or self.opco_code or "").lower()
+            if not code:
+                raise OpcoError(f"connexion {self.opco_conn_id} : OPCO inconnu (nom attendu opco_<code>_<siren> "
+                                f"ou extra 'opco')")
+            siren = str(extra.get("siren") or self.siren or "") or None
+            if not conn.password:
+                raise OpcoAuthError(code, siren, None, "aucune clé API dans la connexion", conn_id=self.opco_conn_id)
+            rate = self._rate_arg if self._rate_arg is not None else extra.get("rate_limit_per_second")
+            rate = float(rate) if rate not in (None, "", 0, "0") else None
+            sw = dict(DEFAULT_SOFTWARE)
+            for k in sw:
+                if extra.get(k):
+                    sw[k] = str(extra[k])
+            sw.update({k.lower(): str(v) for k, v in (self._software_arg or {}).items() if v})
+            split = urlsplit(base)
+            token_url = extra.get("oauth_token_url")
+            if not token_url and extra.get("oauth_token_path"):
+                token_url = f"{split.scheme}://{split.netloc}{extra['oauth_token_path']}"
+            self.opco_code, self.siren = code, siren
+            self._info = {"base": base, "key": conn.password, "siren": siren, "code": code,
+                          "caps": Capabilities.for_opco(code), "software": sw,
+                          "client_id": extra.get("oauth_client_id"), "client_secret": extra.get("oauth_client_secret"),
+                          "token_url": token_url, "pacer": pacer_for(conn.password, base, rate), "rate": rate}
+            return self._info
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._info is None and self.opco_code:
+            return Capabilities.for_opco(self.opco_code)
+        return self._conn_info()["caps"]
+
+    @property
+    def base_url(self) -> str:
+        return self._conn_info()["base"]
+
+    def get_conn(self):
+        """The requests.Session of the calling thread (one per thread, pooled connections)."""
+        s = getattr(self._local, "session", None)
+        if s is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
+            s = requests.Session()
+            s.trust_env = False
+            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.pool_size, max_retries=0)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            self._local.session = s
+            with self._conn_lock:
+                self._sessions.append(s)
+        return s
+
+    def close(self) -> None:
+        with self._conn_lock:
+            sessions, self._sessions = self._sessions, []
+        for s in sessions:
+            s.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> "OpcoHook":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict:
+        return {"hidden_fields": ["schema", "login", "port"],
+                "relabeling": {"host": "URL de base (…/ApiEchangeCFA)", "password": "Clé API (X-API-KEY)"},
+                "placeholders": {"host": "https://api.opco.example/ApiEchangeCFA",
+                                 "extra": json.dumps({"siren": "775672272", "rate_limit_per_second": 8})}}
+
+    # ---- internals ----------------------------------------------------------------
+    def _bump(self, *keys: str) -> None:
+        with self._stats_lock:
+            for k in keys:
+                self.stats[k] += 1
+
+    @property
+    def request_count(self) -> int:
+        """HTTP attempts made by this hook (token requests included)."""
+        return self.stats["attempts"]
+
+    def _backoff(self, failures: int) -> float:
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * (2 ** (failures - 1))))
+
+    def _record(self, **kw) -> None:
+        if self.proof_sink is None:
+            return
+        info = self._conn_info()
+        try:
+            self.proof_sink(ExchangeRecord(conn_id=self.opco_conn_id, opco_code=info["code"], cfa_siren=info["siren"],
+                                           run_id=self.run_id, **kw))
+        except Exception as exc:  # a proof store outage must be loud, but not lose the OPCO's answer
+            log.error("proof of exchange not recorded (%s %s): %s", kw.get("method"), kw.get("route"),
+                      type(exc).__name__)
+
+    def _scrub(self, text: str) -> str:
+        info = self._info or {}
+        for secret in (info.get("key"), info.get("client_secret"), (self._token or ("",))[0]):
+            if secret:
+                text = text.replace(secret, "***")
+        return text[:500]
+
+    def _exchange(self, method: str, url: str, proof_route: str, *, headers: dict, data=None, files=None,
+                  numero_interne: str | None, request_sha256: str | None, attempt: int):
+        """One HTTP attempt, recorded. Returns (response, content, None) or (None, None, error text)."""
+        import requests
+
+        sent_at = utcnow()
+        self._bump("attempts")
+        try:
+            resp = self.get_conn().request(method, url, headers=headers, data=data, files=files,
+                                           timeout=self.timeout, allow_redirects=False)
+            content = resp.content
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+            err = f"{kind}: {type(exc).__name__}"
+            self._bump(f"error_{kind}")
+            self._record(method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
+                         sent_at=sent_at, received_at=None, request_sha256=request_sha256, http_status=None,
+                         error=err)
+            return None, None, err
+        body = None
+        if content:
+            try:
+                body = json.loads(content)
+            except ValueError:
+                body = None
+        self._bump(f"status_{resp.status_code}")
+        bd = body if isinstance(body, dict) else {}
+        self._record(method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
+                     sent_at=sent_at, received_at=utcnow(), request_sha256=request_sha256,
+                     http_status=resp.status_code,
+                     error=None if resp.status_code < 400 else self._scrub(_erreurs_text(bd)) or f"HTTP {resp.status_code}",
+                     numero_externe=_s(bd.get("numeroExterne")), numero_deca=_s(bd.get("numeroDeca")),
+                     response_sha256=sha256_hex(content or b""))
+        return resp, body, None
+
+    def _token_value(self, force: bool = False) -> str:
+        info = self._conn_info()
+        with self._token_lock:
+            if not force and self._token and time.monotonic() < self._token[1]:
+                return self._token[0]
+            if not info["token_url"] or not info["client_id"]:
+                raise OpcoAuthError(info["code"], info["siren"], None,
+                                    "oauth_client_id / oauth_token_path absents de la connexion",
+                                    conn_id=self.opco_conn_id, code="OAUTH")
+            route = urlsplit(info["token_url"]).path
+            form = {"grant_type": "client_credentials", "client_id": info["client_id"],
+                    "client_secret": info["client_secret"] or ""}
+            failures = attempt = 0
+            while True:
+                attempt += 1
+                info["pacer"].acquire()
+                resp, body, err = self._exchange("POST", info["token_url"], route, headers={"Accept": "application/json"},
+                                                 data=form, numero_interne=None, request_sha256=None, attempt=attempt)
+                status = resp.status_code if resp is not None else None
+                if status is not None and status < 300 and isinstance(body, dict) and body.get("access_token"):
+                    lifetime = float(body.get("expires_in") or 3600)
+                    margin = min(60.0, lifetime * 0.1)       # renew shortly before expiry
+                    self._token = (str(body["access_token"]), time.monotonic() + lifetime - margin)
+                    self._bump("tokens")
+                    return self._token[0]
+                if status in (400, 401, 403):
+                    bd = body if isinstance(body, dict) else {}
+                    raise OpcoAuthError(info["code"], info["siren"], status,
+                                        self._scrub(str(bd.get("error_description") or bd.get("error") or "refus")),
+                                        conn_id=self.opco_conn_id, code="CLIENT_INVALIDE")
+                failures += 1
+                if failures >= self.max_attempts:
+                    raise OpcoUnavailable(info["code"], "oauth_token", attempt, err or f"HTTP {status}")
+                time.sleep(self._backoff(failures))
+
+    def _auth_error(self, status: int, body: Any) -> OpcoAuthError:
+        info = self._conn_info()
+        errs = (body or {}).get("erreurs") if isinstance(body, dict) else None
+        first = (errs or [{}])[0] if isinstance(errs, list) else {}
+        message = self._scrub(str(first.get("message") or ""))
+        code = first.get("code")
+        expires = None
+        m = RE_DATE.search(message)
+        if m and ("expir" in message.lower() or code == "CLE_EXPIREE"):
+            expires = m.group(1)
+        elif status == 403 and code != "SIREN_DIFFERENT" and not getattr(self._in_keyinfo, "on", False):
+            try:
+                ki = self.key_info()
+                comment = str(ki.get("comment") or "")
+                if ki.get("status") != "success" and "expir" in comment.lower():
+                    expires = ki.get("dateFinValidite")
+                    code = code or "CLE_EXPIREE"
+            except Exception:
+                pass
+        return OpcoAuthError(info["code"], info["siren"], status, message, expires, conn_id=self.opco_conn_id,
+                             code=code)
+
+    # ---- the one entry point ------------------------------------------------------
+    def request(self, method: str, route_id: str, *, params: dict | None = None, json_body: Any = None,
+                files: dict | None = None, form: dict | None = None, numero_interne: str | None = None) -> OpcoResponse:
+        if route_id not in ROUTES:
+            raise ValueError(f"route inconnue : {route_id}")
+        r_method, path = ROUTES[route_id]
+        if method.upper() != r_method:
+            raise ValueError(f"{route_id} est une route {r_method}, pas {method.upper()}")
+        caps = self.capabilities
+        if not caps.serves(route_id):
+            self._bump("not_served")
+            raise OpcoRouteNotServed(caps.code, route_id)
+        info = self._conn_info()
+        qs = urlencode({k: v for k, v in (params or {}).items() if v is not None}, safe=",:")
+        proof_route = path + (f"?{qs}" if qs else "")
+        url = info["base"] + proof_route
+        sw = info["software"]
+        base_headers = {"X-API-KEY": info["key"], "EDITEUR": sw["editeur"], "LOGICIEL": sw["logiciel"],
+                        "VERSION": sw["version"], "Accept": "application/json"}
+        data, req_sha, upload = None, None, None
+        if json_body is not None:
+            data = canonical_json(json_body)
+            req_sha = sha256_hex(data)
+            base_headers["Content-Type"] = "application/json; charset=utf-8"
+        elif files is not None or form is not None:
+            data = dict(form or {})
+            upload = files
+            meta = {"form": data, "files": {name: {"filename": f[0], "mime": f[2] if len(f) > 2 else None,
+                                                   "sha256": sha256_hex(f[1]), "size": len(f[1])}
+                                            for name, f in (files or {}).items()}}
+            req_sha = sha256_hex(canonical_json(meta))
+        needs_token = caps.needs_token(route_id)
+        pacer: Pacer = info["pacer"]
+        self._bump("requests")
+        attempt = failures = limited = 0
+        renewed = False
+        last_err = ""
+        while True:
+            attempt += 1
+            headers = dict(base_headers)
+            if needs_token:
+                headers["Authorization"] = f"Bearer {self._token_value()}"
+            pacer.acquire()
+            resp, body, err = self._exchange(method.upper(), url, proof_route, headers=headers, data=data,
+                                             files=upload, numero_interne=numero_interne, request_sha256=req_sha,
+                                             attempt=attempt)
+            status = resp.status_code if resp is not None else None
+            if status == 429:
+                limited += 1
+                wait = parse_retry_after(resp.headers.get("Retry-After"))
+                wait = min(wait if wait is not None else self._backoff(limited + 1), 300.0)
+                pacer.penalize(wait)
+                last_err = "HTTP 429"
+                self._bump("rate_limited")
+                log.warning("OPCO %s %s: HTTP 429, pause %.2fs (attempt %d)", info["code"], route_id, wait, attempt)
+                if limited > self.max_rate_limited:
+                    raise OpcoUnavailable(info["code"], route_id, attempt, "HTTP 429 répétés (limite de débit)")
+                continue
+            if status is None or status >= 500:
+                failures += 1
+                last_err = err or f"HTTP {status}"
+                if failures >= self.max_attempts:
+                    self._bump("unavailable")
+                    raise OpcoUnavailable(info["code"], route_id, attempt, last_err)
+                delay = self._backoff(failures)
+                self._bump("retries")
+                log.warning("OPCO %s %s: %s, retry in %.2fs (attempt %d/%d)", info["code"], route_id, last_err,
+                            delay, failures, self.max_attempts)
+                time.sleep(delay)
+                continue
+            if status == 401 and needs_token and not renewed and _first_code(body) in TOKEN_ERRORS:
+                renewed = True
+                self._token_value(force=True)
+                self._bump("token_renewed")
+                continue
+            if status in (401, 403):
+                raise self._auth_error(status, body)
+            pacer.success()
+            bd = body if isinstance(body, dict) else {}
+            erreurs = bd.get("erreurs") if isinstance(bd.get("erreurs"), list) else []
+            if status >= 400:
+                log.info("OPCO %s %s: HTTP %s (%d erreur(s))", info["code"], route_id, status, len(erreurs))
+            return OpcoResponse(status=status, body=body, headers=dict(resp.headers), erreurs=erreurs,
+                                numero_externe=_s(bd.get("numeroExterne")), numero_deca=_s(bd.get("numeroDeca")),
+                                etat=_s(bd.get("etat")), date_etat=_s(bd.get("dateEtat")), route_id=route_id,
+                                attempts=attempt)
+
+    # ---- routes ----------------------------------------------------------------------
+    def send_dossier(self, payload: dict) -> OpcoResponse:
+        """POST the dossier on v2 when the OPCO serves it, else v1 (OpcoRouteNotServed when neither)."""
+        route = self.capabilities.contract_route()
+        if route is None:
+            self._bump("not_served")
+            raise OpcoRouteNotServed(self.capabilities.code, "dossiers")
+        return self.request("POST", route, json_body=payload, numero_interne=payload.get("numeroInterne"))
+
+    def get_dossier(self, numero_interne: str) -> OpcoResponse:
+        return self.request("GET", "dossier_read_v2", params={"numeroInterne": numero_interne},
+                            numero_interne=numero_interne)
+
+    def list_dossiers(self, numeros: list[str]) -> list[dict]:
+        """States of the listed dossiers (v1 liste, chunks of ≤100); unknown numbers are absent."""
+        out: list[dict] = []
+        numeros = list(dict.fromkeys(numeros))
+        for i in range(0, len(numeros), LISTE_MAX):
+            chunk = numeros[i:i + LISTE_MAX]
+            resp = self.request("GET", "liste_v1", params={"numerosInternes": ",".join(chunk)},
+                                numero_interne=chunk[0] if len(chunk) == 1 else None)
+            if not resp.ok:
+                raise OpcoError(f"liste des dossiers refusée par l'OPCO {self.opco_code} (HTTP {resp.status}) : "
+                                f"{resp.error_text()}")
+            out.extend((resp.body or {}).get("dossiers") or [])
+        return out
+
+    def iter_state_changes(self, date_debut: dt.datetime, date_fin: dt.datetime | None,
+                           page_size: int = 1000) -> Iterator[dict]:
+        """Every dossier whose state changed in [date_debut, date_fin), all pages (v2 etats)."""
+        page = 1
+        while True:
+            resp = self.request("GET", "etats_v2", params={
+                "numeroPage": page, "taillePage": page_size, "dateDebut": _iso(date_debut),
+                "dateFin": _iso(date_fin) if date_fin is not None else None})
+            if not resp.ok:
+                raise OpcoError(f"états des dossiers refusés par l'OPCO {self.opco_code} (HTTP {resp.status}) : "
+                                f"{resp.error_text()}")
+            body = resp.body or {}
+            items = body.get("EtatDossierResult") or []
+            yield from items
+            total = int(body.get("total") or 0)
+            size = int(body.get("taillePage") or page_size)
+            if not items or len(items) < size or page * size >= total:
+                return
+            page += 1
+
+    def attach_document(self, numero_interne: str, type_fichier: str, filename: str, content: bytes,
+                        mime: str = "application/pdf") -> OpcoResponse:
+        form = {"typeFichier": type_fichier,
+                "objets": json.dumps([{"typeObjet": "DOSSIER", "idObjet": numero_interne}], separators=(",", ":"))}
+        return self.request("POST", "documents_v1", form=form, files={"fichier": (filename, content, mime)},
+                            numero_interne=numero_interne)
+
+    def send_convention(self, body: dict) -> OpcoResponse:
+        return self.request("POST", "conventions_v1", json_body=body, numero_interne=body.get("numeroInterneDossier"))
+
+    def send_rupture(self, body: dict) -> OpcoResponse:
+        return self.request("POST", "rupture_v2", json_body=body, numero_interne=body.get("numeroInterne"))
+
+    def send_facture(self, body: dict) -> OpcoResponse:
+        return self.request("POST", "factures_v1", json_body=body, numero_interne=body.get("numeroInterneDossier"))
+
+    def status(self) -> OpcoResponse:
+        return self.request("GET", "status")
+
+    def server_now(self) -> dt.datetime:
+        """The OPCO's clock (status ``date``, else the HTTP Date header, else ours)."""
+        try:
+            resp = self.status()
+        except OpcoRouteNotServed:
+            return utcnow()
+        if resp.ok and isinstance(resp.body, dict) and resp.body.get("date"):
+            try:
+                d = dt.datetime.fromisoformat(str(resp.body["date"]).replace("Z", "+00:00"))
+                return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
+            except ValueError:
+                pass
+        if resp.headers.get("Date") or resp.headers.get("date"):
+            try:
+                return parsedate_to_datetime(resp.headers.get("Date") or resp.headers["date"])
+            except (TypeError, ValueError):
+                pass
+        return utcnow()
+
+    def key_info(self) -> dict:
+        """/v2/cfakeyinfo?siren=: {status, dateFinValidite, comment}."""
+        info = self._conn_info()
+        self._in_keyinfo.on = True
+        try:
+            resp = self.request("GET", "cfakeyinfo", params={"siren": info["siren"]})
+        finally:
+            self._in_keyinfo.on = False
+        if not resp.ok:
+            raise OpcoError(f"vérification de clé refusée par l'OPCO {info['code']} (HTTP {resp.status}) : "
+                            f"{resp.error_text()}")
+        return resp.body if isinstance(resp.body, dict) else {}
+
+    def key_expiry_warning(self, days: int = 30, today: dt.date | None = None) -> str | None:
+        """A warning text when the key is invalid or expires within ``days``, else None."""
+        info = self._conn_info()
+        who = f"La clé API de l'{_opco_label(info['code'])} pour le SIREN {info['siren']}"
+        fix = f"demandez une nouvelle clé sur l'extranet de l'OPCO et mettez à jour la connexion {self.opco_conn_id}"
+        try:
+            ki = self.key_info()
+        except OpcoRouteNotServed:
+            return None
+        except OpcoAuthError as exc:
+            return str(exc)
+        fin = ki.get("dateFinValidite")
+        try:
+            end = dt.date.fromisoformat(str(fin)[:10]) if fin else None
+        except ValueError:
+            end = None
+        today = today or dt.date.today()
+        if ki.get("status") != "success":
+            if end is not None and end < today:
+                return f"{who} a expiré le {end.isoformat()} : {fix}"
+            return f"{who} est signalée invalide par l'OPCO ({self._scrub(str(ki.get('comment') or ''))}) : {fix}"
+        if end is None:
+            return None
+        left = (end - today).days
+        if left <= days:
+            return f"{who} expire le {end.isoformat()} (dans {left} jour{'s' if left > 1 else ''}) : {fix}"
+        return None
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow UI 'Test' button: /v1/status, then the key check when served."""
+        try:
+            resp = self.status()
+            if not resp.ok:
+                return False, f"/v1/status : HTTP {resp.status} {resp.error_text()}"
+            msg = f"API de l'{_opco_label(self.capabilities.code)} joignable (/v1/status OK)"
+            if self.capabilities.serves("cfakeyinfo"):
+                warning = self.key_expiry_warning(30)
+                msg += f" ; ATTENTION : {warning}" if warning else " ; clé valable plus de 30 jours"
+            return True, msg
+        except Exception as exc:
+            return False, str(exc)
+
+
+def _s(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _first_code(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("erreurs"), list) and body["erreurs"]:
+        e = body["erreurs"][0]
+        return e.get("code") if isinstance(e, dict) else None
+    return None
+
+
+def _erreurs_text(body: dict) -> str:
+    errs = body.get("erreurs") if isinstance(body, dict) else None
+    if not isinstance(errs, list):
+        return ""
+    # codes and fields only: an OPCO's message may quote a value sent (a NIR, a name)
+    return "; ".join(f"{e.get('code') or ''} {e.get('champ') or ''}".strip()
+                     for e in errs if isinstance(e, dict))[:500]

@@ -1,0 +1,145 @@
+"""The gate against the generator's ground truth: recall and precision of 100 %."""
+from __future__ import annotations
+
+import psycopg2
+import pytest
+
+from cfa_opco.extraction import extract
+from cfa_opco.quality.gate import (dossier_history, force_dossiers, quarantined_numeros, run_quality_gate,
+                                   transmittable_numeros)
+
+
+def _truth(erp_dsn):
+    with psycopg2.connect(erp_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT source_id, numero_interne, rule_code FROM seed_ground_truth")
+        return set(cur.fetchall())
+
+
+def _rows(dsn, sql, *args):
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+@pytest.fixture()
+def gated(seeded_erp, sources, connector_dsn, tmp_path):
+    extract("run-1", sources, connector_dsn)
+    summary = run_quality_gate("run-1", connector_dsn, reports_dir=tmp_path / "reports")
+    return summary, connector_dsn, tmp_path / "reports"
+
+
+def test_recall_and_precision_against_ground_truth(seeded_erp, gated):
+    summary, dsn, _ = gated
+    truth = _truth(seeded_erp["erp_main"])
+    errors = set(_rows(dsn, "SELECT DISTINCT source_id, numero_interne, rule_code FROM quality_anomaly "
+                            "WHERE run_id = 'run-1' AND severity = 'error'"))
+    missed = truth - errors
+    assert not missed, f"{len(missed)} seeded defects not found by their rule: {sorted(missed)[:10]}"
+    defective = {(s, n) for s, n, _ in truth}
+    quarantined = set(quarantined_numeros(dsn, "run-1"))
+    assert quarantined == defective, (f"clean dossiers quarantined: {sorted(quarantined - defective)[:10]}; "
+                                      f"defective not quarantined: {sorted(defective - quarantined)[:10]}")
+    # each defective dossier is reported by its expected rule only (no overlapping rule)
+    extra = errors - truth
+    assert not extra, f"unexpected errors on defective dossiers: {sorted(extra)[:10]}"
+    assert summary["checked"] == 2000
+    assert summary["quarantined"] == len(defective)
+    assert summary["passed"] == 2000 - len(defective)
+    assert set(summary["by_rule"]) >= {c for _, _, c in truth}
+    sendable = set(transmittable_numeros(dsn, "run-1"))
+    assert len(sendable) == summary["passed"] and not (sendable & quarantined)
+
+
+def test_faulty_company_is_one_root_cause(gated):
+    _, dsn, _ = gated
+    rows = _rows(dsn, """SELECT record_ref, count(DISTINCT numero_interne), count(DISTINCT message)
+                         FROM quality_anomaly WHERE run_id = 'run-1' AND rule_code = 'EMPLOYEUR_SIRET_CLE'
+                         GROUP BY record_ref""")
+    assert rows and any(n > 1 for _, n, _ in rows)   # one company, several dossiers
+    assert all(m == 1 for _, _, m in rows)            # reported once (same message)
+
+
+def test_messages_mask_personal_data(gated):
+    _, dsn, _ = gated
+    rows = _rows(dsn, "SELECT valeur, message FROM quality_anomaly WHERE rule_code = 'APPRENTI_NIR_NAISSANCE'")
+    assert rows
+    import re
+    for valeur, message in rows:
+        assert re.fullmatch(r"[12] \d\d \d\d \*\* \*\*\* \*\*\* \d\d", valeur)
+        assert not re.search(r"\d{13}", message)
+        assert re.search(r"naissance \d\d/\d{4} ", message)   # month/year only
+    siret = _rows(dsn, "SELECT message FROM quality_anomaly WHERE rule_code = 'EMPLOYEUR_SIRET_CLE' LIMIT 1")[0][0]
+    assert re.fullmatch(r"Le SIRET de l'employeur \d{3} \d{3} \d{3} \d{5} a une clé de contrôle invalide", siret)
+
+
+def test_reports_written(gated):
+    summary, _, reports = gated
+    index = reports / "index.html"
+    assert summary["report_index"] == str(index) and index.exists()
+    for name in ("rapport.html", "a_corriger.xlsx", "a_corriger.csv", "anomalies.csv", "data_docs/index.html"):
+        assert (reports / name).exists(), name
+    assert list((reports / "sites").glob("*.html"))
+    page = (reports / "rapport.html").read_text(encoding="utf-8")
+    assert "<svg" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    import openpyxl
+    ws = openpyxl.load_workbook(reports / "a_corriger.xlsx", read_only=True)["À corriger"]
+    rows = list(ws.iter_rows(min_row=2, values_only=True))
+    assert rows and [r[0] for r in rows if r[6] == "error"] == sorted([r[0] for r in rows if r[6] == "error"],
+                                                                       reverse=True)
+
+
+def test_force_fix_and_history(seeded_erp, sources, gated):
+    summary, dsn, reports = gated
+    (src, numero), *_ = quarantined_numeros(dsn, "run-1")
+    res = force_dossiers(dsn, [{"numero_interne": numero, "reason": "Validé par l'OPCO au téléphone",
+                                "by": "qualite@cfa"}], run_id="run-1")
+    assert res[0]["status"] == "forced" and res[0]["updated_verdict"]
+    assert (src, numero) in set(transmittable_numeros(dsn, "run-1"))
+    assert _rows(dsn, "SELECT verdict FROM quality_verdict WHERE run_id='run-1' AND numero_interne=%s",
+                 numero) == [("FORCED",)]
+    # refused without a reason
+    assert force_dossiers(dsn, [{"numero_interne": numero, "reason": " ", "by": "x"}])[0]["status"] == "refused"
+    # next run: the never-transmitted dossiers are re-staged; the force still holds for the
+    # same content, the others stay in quarantine
+    extract("run-2", sources, dsn)
+    s2 = run_quality_gate("run-2", dsn, reports_dir=reports.parent / "r2")
+    assert s2["forced"] == 1 and s2["quarantined"] == summary["quarantined"] - 1
+    hist = dossier_history(dsn, numero, src)
+    assert [h["verdict"] for h in hist] == ["FORCED", "FORCED"] and hist[0]["reason"]
+
+
+def test_fixed_in_erp_passes_next_run(seeded_erp, sources, connector_dsn, tmp_path):
+    extract("r1", sources, connector_dsn)
+    run_quality_gate("r1", connector_dsn, reports_dir=tmp_path / "a", data_docs=False)
+    bad = _rows(connector_dsn, """SELECT a.numero_interne, s.session_ref FROM quality_anomaly a
+                                  JOIN staged_dossier s USING (run_id, source_id, numero_interne)
+                                  WHERE a.run_id = 'r1' AND a.rule_code = 'FORMATION_HEURES_MAX'
+                                    AND a.source_id = 'erp_main' LIMIT 1""")
+    numero, session_ref = bad[0]
+    sid = int(session_ref.split(":")[1])
+    conn = psycopg2.connect(seeded_erp["erp_main"])
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT duree_heures FROM session_formation WHERE id = %s", (sid,))
+            old = cur.fetchone()[0]
+            cur.execute("UPDATE session_formation SET duree_heures = 1200 WHERE id = %s", (sid,))
+        extract("r2", sources, connector_dsn)
+        run_quality_gate("r2", connector_dsn, reports_dir=tmp_path / "b", data_docs=False)
+        assert _rows(connector_dsn, "SELECT verdict FROM quality_verdict WHERE run_id='r2' AND numero_interne=%s",
+                     numero) == [("TRANSMIT",)]
+        assert ("erp_main", numero) not in {(r[1], r[2]) for r in
+                                            _rows(connector_dsn, "SELECT * FROM quarantine_current")}
+    finally:
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE session_formation SET duree_heures = %s WHERE id = %s", (old, sid))
+        conn.close()
+
+
+def test_severity_override_downgrades_to_warning(sources, connector_dsn, tmp_path):
+    extract("r1", sources, connector_dsn)
+    s = run_quality_gate("r1", connector_dsn, reports_dir=tmp_path, engine="pandas", write_reports=False,
+                         severity_overrides={"CONTRAT_DUREE_MIN": "warning", "FORMATION_HEURES_MAX": "off"})
+    assert s["by_rule"]["CONTRAT_DUREE_MIN"]["severity"] == "warning"
+    assert "FORMATION_HEURES_MAX" not in s["by_rule"]
+    with pytest.raises(ValueError):
+        run_quality_gate("r1", connector_dsn, severity_overrides={"NOPE": "error"}, write_reports=False)

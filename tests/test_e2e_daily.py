@@ -1,0 +1,105 @@
+"""End to end: the real daily DAG (dag.test()) over the seeded ERPs, against a real
+PostgreSQL and the real sandbox server. Every clean dossier ends ENGAGE or REFUSE as the
+sandbox decides (or is reported incomplete / not transmissible, with the reason), every
+seeded defect is quarantined, nothing is created twice, and the summary matches the ledger."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cfa_opco import settings
+from cfa_opco.db.connect import connection
+from cfa_opco.sandbox.testing import run_sandbox
+from tests import transmission_env
+from tests.conftest import make_database
+
+PROJECT = settings.PROJECT_DIR
+
+
+@pytest.fixture(scope="module")
+def airflow_db(pg_server):
+    """A migrated Airflow metadata database for the tests, with the project's pools."""
+    from cfa_opco.stack import airflow_env, airflow_settings
+
+    make_database(settings.DATABASES["airflow"])
+    airflow_env.run_airflow(["db", "migrate"], quiet=True)
+    cfg = airflow_settings.load(PROJECT / "airflow_settings.yaml")
+    airflow_settings.apply_to_metadata_db(airflow_settings.AirflowSettings(pools=cfg.pools))
+
+
+def _rows(dsn, sql, args=None):
+    with connection(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
+    from cfa_opco.connector import migrate
+
+    connector = make_database("test_e2e_connector")
+    migrate(connector)
+    sources_file = tmp_path / "sources.yaml"
+    doc = yaml.safe_load((PROJECT / "config" / "sources.yaml").read_text())
+    for s in doc["sources"]:
+        for key in ("dossiers_sql", "pieces_sql"):
+            s[key] = str(PROJECT / "config" / s[key])
+        s["files_root"] = str(seeded_erp["files_root"] / s["id"])
+    sources_file.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    reports = tmp_path / "reports"
+    with run_sandbox(overrides={"delays": {"instruction": 1, "decision": 2, "reglement": 2}},
+                     rate_limit=0) as sbx:
+        env = transmission_env.opco_connection_env(sbx.port, dsns={
+            "cfa_erp_main": seeded_erp["erp_main"], "cfa_erp_est": seeded_erp["erp_est"],
+            "cfa_connector": connector})
+        transmission_env.apply(monkeypatch, env)
+        monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_SOURCES_FILE", str(sources_file))
+        monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_REPORTS_DIR", str(reports))
+
+        from airflow.dag_processing.dagbag import DagBag
+
+        dag = DagBag(str(PROJECT / "dags")).dags["cfa_opco_daily"]
+        dr = dag.test(run_conf={"decision_deadline_minutes": 3})
+        assert str(dr.state) in ("success", "DagRunState.SUCCESS"), dr.state
+        run_id = dr.run_id
+
+        summary = json.loads(next((reports / "runs").glob("*.summary.json")).read_text())
+        assert summary["run_id"] == run_id
+        # the summary is the ledger's truth
+        ledger = dict(_rows(connector, """SELECT status, count(DISTINCT numero_interne) FROM transmission
+                                          WHERE run_id = %s AND operation = 'DOSSIER' GROUP BY 1""", (run_id,)))
+        assert summary["transmitted"] == ledger["SENT"] > 1500
+        assert summary["extracted"] == 2000
+        assert summary["passed_quality"] + summary["quarantined"] == 2000
+        # every seeded defect quarantined, no clean dossier quarantined
+        truth = {n for (n,) in _rows(seeded_erp["erp_main"], "SELECT numero_interne FROM seed_ground_truth")}
+        quarantined = {n for (n,) in _rows(connector, """SELECT numero_interne FROM quality_verdict
+                                                         WHERE run_id = %s AND verdict = 'QUARANTINE'""", (run_id,))}
+        assert quarantined == truth
+        # every clean dossier: decided by the OPCO, or incomplete (documents), or reported with a reason
+        states = dict(_rows(connector, """SELECT numero_interne, etat FROM opco_dossier WHERE first_run_id = %s""",
+                            (run_id,)))
+        incomplete = {n for (n,) in _rows(connector, """SELECT numero_interne FROM opco_dossier
+                                                        WHERE anomalies IS NOT NULL AND anomalies::text <> '[]'""")}
+        undecided = {n: e for n, e in states.items() if e not in ("ENGAGE", "REFUSE") and n not in incomplete}
+        assert not undecided, list(undecided.items())[:5]
+        assert summary["accepted"] == sum(1 for e in states.values() if e == "ENGAGE") > 1000
+        assert summary["refused"] == sum(1 for e in states.values() if e == "REFUSE") > 0
+        reported = {n for (n,) in _rows(connector, """SELECT numero_interne FROM transmission_plan
+                                                       WHERE run_id = %s AND decision <> 'ROUTED'""", (run_id,))}
+        clean = {n for (n,) in _rows(connector, "SELECT numero_interne FROM staged_dossier WHERE run_id = %s",
+                                     (run_id,))} - truth
+        unaccounted = clean - set(states) - reported
+        rejected = {n for (n,) in _rows(connector, """SELECT numero_interne FROM transmission
+                                                       WHERE run_id = %s AND status IN ('REJECTED', 'PENDING')""",
+                                        (run_id,))}
+        assert unaccounted <= rejected and len(rejected) < 0.02 * len(clean), sorted(unaccounted)[:10]
+        # exactly once, as the sandbox counts it
+        from cfa_opco.opcos import opco_codes
+
+        for code in opco_codes():
+            assert sbx.creations(code)["duplicates"] == [], code
+        # the reports exist and are linked from the summary
+        assert summary["reports"] and Path(summary["reports"]).exists()

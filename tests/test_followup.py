@@ -1,0 +1,193 @@
+"""State follow-up (cfa_opco.followup) against the real sandbox and a real connector DB."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import psycopg2
+import pytest
+
+from cfa_opco.followup import pending_for_run, run_summary, sync_states
+from cfa_opco.providers.opco.hooks.opco import OpcoHook
+from cfa_opco.sandbox.seed import sample_dossier
+from cfa_opco.sandbox.testing import run_sandbox
+
+SIREN = "775672272"
+SOFTWARE = {"editeur": "cfa-opco-tests", "logiciel": "cfa-opco-connector", "version": "0.1.0"}
+
+
+@pytest.fixture(scope="module")
+def sbx_server():
+    with run_sandbox(instant=True, rate_limit=0) as server:
+        yield server
+
+
+@pytest.fixture
+def sbx(sbx_server, monkeypatch):
+    sbx_server.reset()
+    sbx_server.clear_faults()
+
+    def conn(opco: str, siren: str = SIREN) -> str:
+        conn_id = f"opco_{opco}_{siren}"
+        extra = {"siren": siren}
+        if opco == "akto":
+            extra.update(oauth_client_id="cfa-opco-connector", oauth_client_secret="demo-akto-secret",
+                         oauth_token_path="/akto/oauth/token")
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
+            {"conn_type": "http", "host": sbx_server.api(opco), "password": f"demo-{opco}-{siren}", "extra": extra}))
+        return conn_id
+
+    sbx_server.conn = conn
+    yield sbx_server
+    sbx_server.clear_faults()
+
+
+def record_sent(dsn: str, conn_id: str, opco: str, responses: list, run_id: str = "run-A", source_id: str = "erp_main",
+                sent_at: dt.datetime | None = None, last_checked_at: dt.datetime | None = None) -> None:
+    """What the transmission operator writes once a dossier is sent."""
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        for r in responses:
+            body = r if isinstance(r, dict) else r.body
+            cur.execute("""INSERT INTO opco_dossier (source_id, numero_interne, opco_code, cfa_siren, conn_id, nature,
+                               numero_externe, numero_deca, etat, etat_at, first_run_id, sent_at, last_checked_at)
+                           VALUES (%s,%s,%s,%s,%s,'CONTRAT',%s,%s,%s,%s,%s,COALESCE(%s, now()),COALESCE(%s, now()))""",
+                        (source_id, body["numeroInterne"], opco, SIREN, conn_id, body.get("numeroExterne"),
+                         body.get("numeroDeca"), body.get("etat", "TRANSMIS"), body.get("dateEtat"), run_id,
+                         sent_at, last_checked_at))
+            cur.execute("""INSERT INTO opco_state_change (source_id, numero_interne, opco_code, etat, etat_at, via)
+                           VALUES (%s,%s,%s,%s,%s,'post')""", (source_id, body["numeroInterne"], opco,
+                                                               body.get("etat", "TRANSMIS"), body.get("dateEtat")))
+    conn.close()
+
+
+def q(dsn: str, sql: str, *args):
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+def send_three(sbx, opco: str, prefix: str) -> list:
+    """A dossier left incomplete, one completed by its convention, one refused (apprentice too old)."""
+    h = OpcoHook(sbx.conn(opco), software=SOFTWARE)
+    inc = h.send_dossier(sample_dossier(opco, SIREN, f"{prefix}-INC"))
+    ok = h.send_dossier(sample_dossier(opco, SIREN, f"{prefix}-OK"))
+    ref = h.send_dossier(sample_dossier(opco, SIREN, f"{prefix}-REF", **{"apprenti.dateNaissance": "1980-01-01"}))
+    assert h.attach_document(f"{prefix}-OK", "CONVENTION_FORMATION", "c.pdf", b"%PDF demo").status == 201
+    assert [r.status for r in (inc, ok, ref)] == [201, 201, 201]
+    return [inc, ok, ref]
+
+
+@pytest.mark.parametrize("opco,via", [("atlas", "etats_v2"), ("akto", "etats_v2"), ("constructys", "liste_v1")])
+def test_states_move_and_are_recorded_once(sbx, connector_dsn, opco, via):
+    sbx.set_delays(instruction=5, decision=10)
+    conn_id = sbx.conn(opco)
+    record_sent(connector_dsn, conn_id, opco, send_three(sbx, opco, f"FU-{opco}"))
+    written = []
+
+    r0 = sync_states(connector_dsn, lag_seconds=0, writeback=lambda src, rows: written.append((src, rows)))
+    assert r0["errors"] == {} and r0["changes"] == 0 and r0["connections"] == 1
+    assert r0["per_connection"][conn_id]["mode"] == via
+
+    sbx.advance_clock(6)
+    r1 = sync_states(connector_dsn, lag_seconds=0, writeback=lambda src, rows: written.append((src, rows)))
+    assert r1["changes"] == 3 and r1["by_etat"] == {"EN_COURS_INSTRUCTION": 3}, r1
+    inc = q(connector_dsn, "SELECT etat, anomalies FROM opco_dossier WHERE numero_interne=%s", f"FU-{opco}-INC")[0]
+    assert inc[0] == "EN_COURS_INSTRUCTION" and inc[1][0]["piece"] == "CONVENTION_FORMATION"
+
+    sbx.advance_clock(11)
+    r2 = sync_states(connector_dsn, lag_seconds=0, writeback=lambda src, rows: written.append((src, rows)))
+    assert r2["by_etat"] == {"ENGAGE": 1, "REFUSE": 1}, r2
+    r3 = sync_states(connector_dsn, lag_seconds=0)
+    assert r3["changes"] == 0                                       # nothing new: nothing appended
+
+    states = dict(q(connector_dsn, "SELECT numero_interne, etat FROM opco_dossier"))
+    assert states == {f"FU-{opco}-INC": "EN_COURS_INSTRUCTION", f"FU-{opco}-OK": "ENGAGE", f"FU-{opco}-REF": "REFUSE"}
+    hist = q(connector_dsn, "SELECT numero_interne, etat, via FROM opco_state_change WHERE via <> 'post' ORDER BY id")
+    assert len(hist) == 5 and {h[2] for h in hist} == {via}
+    motifs = q(connector_dsn, "SELECT motifs FROM opco_dossier WHERE numero_interne=%s", f"FU-{opco}-REF")[0][0]
+    assert motifs and motifs[0]["code"]
+    assert sum(len(rows) for _, rows in written) == 5 and {src for src, _ in written} == {"erp_main"}
+
+    pend = pending_for_run(connector_dsn, "run-A")
+    assert [p["numero_interne"] for p in pend] == [f"FU-{opco}-INC"]
+    s = run_summary(connector_dsn, "run-A")
+    assert (s["accepted"], s["refused"], s["pending"], s["incomplete"], s["total"]) == (1, 1, 1, 1, 3)
+    # every request of the sync left a proof of exchange
+    proofs = q(connector_dsn, "SELECT count(*) FROM exchange_proof WHERE conn_id=%s", conn_id)[0][0]
+    assert proofs == r0["requests"] + r1["requests"] + r2["requests"] + r3["requests"]
+    if via == "etats_v2":
+        wm = q(connector_dsn, "SELECT window_end FROM sync_watermark WHERE conn_id=%s", conn_id)
+        assert wm and wm[0][0] > dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=15)   # sandbox clock
+
+
+def test_window_cost_grows_with_changes_not_with_stock(sbx, connector_dsn):
+    conn_id = sbx.conn("opcommerce")
+    start = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).isoformat()
+    seeded = sbx.seed("opcommerce", SIREN, count=2500, prefix="ST", spread_seconds=3600, start=start,
+                      outcomes=["ENGAGE", "REFUSE", "INCOMPLET"])
+    items = [{"numeroInterne": f"ST-{i:09d}", "etat": "TRANSMIS"} for i in range(1, 2501)]
+    record_sent(connector_dsn, conn_id, "opcommerce", items,
+                sent_at=dt.datetime.fromisoformat(seeded["from"].replace("Z", "+00:00")))
+    r1 = sync_states(connector_dsn, page_size=1000)
+    assert r1["changes"] == 2500 and r1["requests"] == 1 + 3          # status + 3 pages
+    assert r1["by_etat"]["ENGAGE"] in (833, 834) and r1["by_etat"]["EN_COURS_INSTRUCTION"] in (833, 834)
+    r2 = sync_states(connector_dsn, page_size=1000)                  # 833 dossiers still open
+    assert r2["changes"] == 0 and r2["requests"] == 2                  # status + one empty page
+
+
+def test_watermark_not_advanced_when_the_window_is_not_fully_read(sbx, connector_dsn):
+    conn_id = sbx.conn("atlas")
+    h = OpcoHook(conn_id, software=SOFTWARE)
+    record_sent(connector_dsn, conn_id, "atlas", [h.send_dossier(sample_dossier("atlas", SIREN, "WM-1"))])
+    sbx.set_faults(error_503=1.0, routes=["etats_v2"])
+    r = sync_states(connector_dsn, lag_seconds=0,
+                    hook_factory=lambda cid: OpcoHook(cid, max_attempts=2, backoff_base=0.01))
+    assert conn_id in r["errors"] and "ne répond pas" in r["errors"][conn_id]
+    assert q(connector_dsn, "SELECT count(*) FROM sync_watermark")[0][0] == 0
+    sbx.clear_faults()
+    r = sync_states(connector_dsn, lag_seconds=0)
+    assert r["errors"] == {} and r["changes"] == 1                    # TRANSMIS -> EN_COURS (instant)
+    assert q(connector_dsn, "SELECT count(*) FROM sync_watermark")[0][0] == 1
+
+
+def test_stale_open_dossiers_are_caught_by_the_safety_net(sbx, connector_dsn):
+    conn_id = sbx.conn("atlas")
+    h = OpcoHook(conn_id, software=SOFTWARE)
+    first = h.send_dossier(sample_dossier("atlas", SIREN, "SAFE-1"))
+    record_sent(connector_dsn, conn_id, "atlas", [first])
+    sync_states(connector_dsn, lag_seconds=0)                         # watermark now past SAFE-2's change
+    late = h.send_dossier(sample_dossier("atlas", SIREN, "SAFE-2"))
+    sbx.advance_clock(1)
+    sync_states(connector_dsn, lag_seconds=0)
+    # SAFE-2 is recorded only now (a crash between send and record), its change already read
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+    record_sent(connector_dsn, conn_id, "atlas", [late], sent_at=old, last_checked_at=old)
+    r = sync_states(connector_dsn, lag_seconds=0)
+    assert r["per_connection"][conn_id]["stale_checked"] == 2 - 1    # SAFE-1 was checked recently
+    assert dict(q(connector_dsn, "SELECT numero_interne, etat FROM opco_dossier"))["SAFE-2"] == "EN_COURS_INSTRUCTION"
+
+
+def test_a_bad_key_does_not_stop_the_other_connections(sbx, connector_dsn, monkeypatch):
+    good = sbx.conn("atlas")
+    bad = sbx.conn("mobilites")
+    monkeypatch.setenv("AIRFLOW_CONN_OPCO_MOBILITES_775672272", json.dumps(
+        {"conn_type": "http", "host": sbx.api("mobilites"), "password": "wrong", "extra": {"siren": SIREN}}))
+    h = OpcoHook(good, software=SOFTWARE)
+    record_sent(connector_dsn, good, "atlas", [h.send_dossier(sample_dossier("atlas", SIREN, "BK-1"))])
+    record_sent(connector_dsn, bad, "mobilites", [{"numeroInterne": "BK-2", "etat": "TRANSMIS"}])
+    r = sync_states(connector_dsn, lag_seconds=0)
+    assert set(r["errors"]) == {bad} and "Mobilités" in r["errors"][bad]
+    assert r["changes"] == 1
+
+
+def test_key_warnings(sbx, connector_dsn):
+    ids = [sbx.conn("constructys", "418936522"), sbx.conn("atlas"), sbx.conn("sante")]
+    from cfa_opco.followup import key_warnings
+
+    w = key_warnings(connector_dsn, 30, conn_ids=ids)
+    assert list(w) == ["opco_constructys_418936522"] and "expire le" in w["opco_constructys_418936522"]
+    assert key_warnings(connector_dsn, 5, conn_ids=ids) == {}
