@@ -117,6 +117,7 @@ def cfa_opco_daily():
         run_id="{{ run_id }}",
         deadline="{{ params.decision_deadline_minutes * 60 }}",
         trigger_rule="all_done",
+        done_when_only_incomplete=True,
         poke_interval=10,
         timeout=6 * 3600,
     )

@@ -18,6 +18,8 @@ import time
 
 from cfa_opco import settings
 
+DEMO_RATE_LIMIT = 95.0
+
 
 def _recreate_database(name: str) -> None:
     import psycopg2
@@ -42,9 +44,12 @@ def _print_summary(summary: dict, log_path) -> None:
                        ("quarantined", "quarantined"), ("transmitted", "transmitted"),
                        ("accepted (ENGAGE)", "accepted"), ("refused (REFUSE)", "refused")):
         print(f"  {label:<22} {show(summary.get(key))}")
-    for key, value in summary.items():
-        if key.startswith("needs_") or key in ("incomplete", "pending", "errors"):
-            print(f"  {key.replace('_', ' '):<22} {value}")
+    for label, key in (("incomplete (documents)", "incomplete"), ("awaiting a decision", "pending_decision"),
+                       ("needs a human decision", "needs_human_decision"),
+                       ("not transmissible (API)", "not_transmissible_by_api"),
+                       ("rejected by the OPCO", "rejected_by_opco"), ("in doubt", "in_doubt")):
+        if summary.get(key):
+            print(f"  {label:<22} {summary[key]}")
     if summary.get("failed_sources"):
         print(f"  sources NOT extracted   {', '.join(summary['failed_sources'])}")
     print()
@@ -78,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         counts = seed(args.seed, args.dossiers)
         print(f"[demo] demo ERPs seeded: {args.dossiers} dossiers (seed {args.seed}), "
               f"{counts['erp_main.entreprise'] + counts['erp_est.T_ENTREPRISE']} companies")
-        airflow_env.init(sandbox_port=args.sandbox_port)
+        # the demo's OPCOs allow 100 requests/s per key (real ones about 10) so that the run,
+        # whose mapped tasks `airflow dags test` executes one after the other, takes a minute
+        airflow_env.init(sandbox_port=args.sandbox_port, sandbox_rate_limit=DEMO_RATE_LIMIT)
         sandbox_dir = settings.VAR_DIR / "sandbox"
         sandbox_dir.mkdir(parents=True, exist_ok=True)
         db = sandbox_dir / "demo.sqlite"
@@ -88,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
         log_path = logs / f"demo-{stamp}.log"
-        overrides = {"delays": {"instruction": 1, "decision": 2, "reglement": 2}}
+        overrides = {"delays": {"instruction": 1, "decision": 2, "reglement": 2},
+                     "rate_limit": {"per_second": DEMO_RATE_LIMIT / 0.95}}
         with run_sandbox(db=db, port=args.sandbox_port, overrides=overrides,
                          log_path=logs / f"sandbox-{stamp}.log"):
             print(f"[demo] OPCO sandbox on http://127.0.0.1:{args.sandbox_port} (11 OPCOs)")

@@ -250,8 +250,16 @@ def sync_states(connector: str, conn_ids: list[str] | None = None, *, hook_facto
     state changed (after commit) so decisions can be written back to the ERP.
     Returns {connections, requests, seen, changes, unknown, by_etat, per_connection, errors}.
     A connection that fails (bad key, OPCO down) is reported in ``errors``; the others go on."""
+    from cfa_opco.db.connect import airflow_connection, dsn_for
+
+    connector = dsn_for(connector)   # resolved here: worker threads cannot look connections up
     open_by_conn = open_connections(connector, conn_ids)
     targets = sorted(open_by_conn)
+    for cid in targets:
+        try:
+            airflow_connection(cid)
+        except Exception:   # reported per connection by its sync below
+            pass
     recorder = None
     if hook_factory is None:
         from cfa_opco.providers.opco.hooks.opco import OpcoHook

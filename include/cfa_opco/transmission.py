@@ -206,6 +206,12 @@ class BatchTransmitter:
                  software: dict | None = None, dry_run: bool = False, max_workers: int = 8,
                  key_warning_days: int = 30, proof_recorder=None, send_hook=None, send_attempts: int = 6,
                  retry_base: float = 0.25):
+        from cfa_opco.db.connect import airflow_connection, dsn_for
+
+        # looked up in the task's main thread: its worker threads cannot reach Airflow's connections
+        connector = dsn_for(connector)
+        if hook is None:
+            airflow_connection(conn_id)
         self.run_id, self.connector, self.conn_id = run_id, connector, conn_id
         self.sources = {s.id: s for s in (sources or [])}
         self.dry_run, self.max_workers = dry_run, max_workers

@@ -7,19 +7,43 @@ same code runs in both worlds and COPY stays available.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions
 
 
+_CACHE: dict[str, tuple[float, object]] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_TTL = 300.0
+
+
+def airflow_connection(conn_id: str):
+    """An Airflow connection, cached for a few minutes per process.
+
+    Inside a task the Task SDK fetches connections through its supervisor, which worker
+    threads cannot reach: callers look connections up once in the task's main thread (the
+    cache then serves their threads)."""
+    now = time.monotonic()
+    with _CACHE_LOCK:
+        hit = _CACHE.get(conn_id)
+        if hit and now - hit[0] < _CACHE_TTL:
+            return hit[1]
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    with _CACHE_LOCK:
+        _CACHE[conn_id] = (now, conn)
+    return conn
+
+
 def dsn_for(target: str) -> str:
     """A libpq DSN: ``target`` itself when it is one, else the Airflow connection's URI."""
     if "://" in target or "=" in target:
         return target
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(target)
+    conn = airflow_connection(target)
     auth = conn.login or ""
     if conn.password:
         from urllib.parse import quote

@@ -67,7 +67,8 @@ def run_airflow(args: list[str], check: bool = True, quiet: bool = False) -> int
     return subprocess.run([str(airflow_bin()), *args], env=env, check=check, stdout=out).returncode
 
 
-def init(settings_file: Path | None = None, sandbox_port: int | None = None) -> None:
+def init(settings_file: Path | None = None, sandbox_port: int | None = None,
+         sandbox_rate_limit: float | None = None) -> None:
     """Migrate the metadata database and apply airflow_settings.yaml (idempotent).
     ``sandbox_port`` points the OPCO connections at a sandbox on another port."""
     from cfa_opco.stack import airflow_settings
@@ -76,7 +77,7 @@ def init(settings_file: Path | None = None, sandbox_port: int | None = None) -> 
     run_airflow(["db", "migrate"], quiet=True)
     loaded = airflow_settings.load(settings_file or settings.PROJECT_DIR / "airflow_settings.yaml")
     if sandbox_port:
-        airflow_settings.rewrite_sandbox_port(loaded, sandbox_port)
+        airflow_settings.rewrite_sandbox_port(loaded, sandbox_port, sandbox_rate_limit)
     counts = airflow_settings.apply_to_metadata_db(loaded)
     print("airflow_settings.yaml applied: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 

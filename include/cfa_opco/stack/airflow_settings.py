@@ -47,14 +47,17 @@ def as_env(s: AirflowSettings, rewrite: Callable[[dict], dict] | None = None) ->
     return env
 
 
-def rewrite_sandbox_port(s: AirflowSettings, port: int) -> None:
-    """Point the OPCO connections that target the local sandbox at another port."""
+def rewrite_sandbox_port(s: AirflowSettings, port: int, rate_limit: float | None = None) -> None:
+    """Point the OPCO connections that target the local sandbox at another port (and,
+    optionally, pace them at another rate)."""
     import re
 
     for c in s.connections:
         host = c.get("conn_host") or ""
         if c.get("conn_type") == "http" and host.startswith("http://127.0.0.1:"):
             c["conn_host"] = re.sub(r"^http://127\.0\.0\.1:\d+", f"http://127.0.0.1:{port}", host)
+            if rate_limit is not None:
+                c["conn_extra"] = {**(c.get("conn_extra") or {}), "rate_limit_per_second": rate_limit}
 
 
 def apply_to_metadata_db(s: AirflowSettings) -> dict[str, int]:

@@ -189,7 +189,9 @@ class OpcoHook(BaseHook):
         with self._conn_lock:
             if self._info is not None:
                 return self._info
-            conn = self.get_connection(self.opco_conn_id)
+            from cfa_opco.db.connect import airflow_connection
+
+            conn = airflow_connection(self.opco_conn_id)   # cached: threads cannot fetch it
             extra = conn.extra_dejson or {}
             host = (conn.host or "").strip()
             if "://" not in host:

@@ -6,6 +6,8 @@ nothing is; at the run's deadline (DAG run start + ``deadline``) it returns anyw
 pending dossiers reported — it does not fail. Deferrable (default): between checks it
 waits in the triggerer (OpcoStateChangeTrigger), woken as soon as an OPCO reports a change.
 The Airflow ``timeout`` is honoured in both modes (AirflowSensorTimeout).
+With ``done_when_only_incomplete``, it also returns as soon as every dossier still pending
+is incomplete (waiting on the CFA's missing documents rather than on the OPCO).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ class OpcoDecisionSensor(BaseSensorOperator):
                  lag_seconds: float = 2, software: dict | None = None,
                  hook_factory: Callable[[str], Any] | None = None,
                  writeback: Callable[[str, list[dict]], None] | None = None, pending_report_limit: int = 200,
-                 **kwargs):
+                 done_when_only_incomplete: bool = False, **kwargs):
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.run_id = run_id
         self.connector_conn_id = connector_conn_id
@@ -45,6 +47,7 @@ class OpcoDecisionSensor(BaseSensorOperator):
         self.hook_factory = hook_factory
         self.writeback = writeback
         self.pending_report_limit = pending_report_limit
+        self.done_when_only_incomplete = done_when_only_incomplete
         self._deadline_at: dt.datetime | None = None
 
     # ---- one check -------------------------------------------------------------------
@@ -92,7 +95,7 @@ class OpcoDecisionSensor(BaseSensorOperator):
             summary["status"] = "complete"
             self.log.info("OPCO decisions complete for run %s: %s", self.run_id, summary)
             return True, summary
-        if summary["pending"] == summary["incomplete"]:
+        if self.done_when_only_incomplete and summary["pending"] == summary["incomplete"]:
             # what is left waits on the CFA (missing documents), not on the OPCO: nothing
             # more will happen within this run; the follow-up DAG keeps watching them
             summary["status"] = "waiting_for_documents"

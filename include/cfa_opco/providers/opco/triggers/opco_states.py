@@ -122,9 +122,15 @@ class OpcoStateChangeTrigger(BaseTrigger):
         import httpx
 
         deadline = _parse(self.deadline)
-        infos = [await self._info(c) for c in self.conn_ids]
+        infos, unreadable = [], []
+        for conn_id in self.conn_ids:
+            try:
+                infos.append(await self._info(conn_id))
+            except Exception as exc:   # e.g. a connection the triggerer cannot see: the sensor polls it
+                log.info("trigger cannot read connection %s (%s): plain polling", conn_id, type(exc).__name__)
+                unreadable.append(conn_id)
         windowed = [i for i in infos if i["caps"].serves("etats_v2")]
-        unwindowed = [i["conn_id"] for i in infos if not i["caps"].serves("etats_v2")]
+        unwindowed = [i["conn_id"] for i in infos if not i["caps"].serves("etats_v2")] + unreadable
         async with httpx.AsyncClient(timeout=self.request_timeout, trust_env=False) as client:
             while True:
                 remaining = (deadline - _now()).total_seconds() if deadline else self.poll_interval
