@@ -51,7 +51,7 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
     reports = tmp_path / "reports"
     with run_sandbox(overrides={"delays": {"instruction": 1, "decision": 2, "reglement": 2}},
                      rate_limit=0) as sbx:
-        env = transmission_env.opco_connection_env(sbx.port, dsns={
+        env = transmission_env.opco_connection_env(sbx.port, extra_overrides={"rate_limit_per_second": 0}, dsns={
             "cfa_erp_main": seeded_erp["erp_main"], "cfa_erp_est": seeded_erp["erp_est"],
             "cfa_connector": connector})
         transmission_env.apply(monkeypatch, env)

@@ -32,7 +32,7 @@ def sandbox():
 
 @pytest.fixture()
 def staged(sandbox, sources, connector_dsn, monkeypatch, tmp_path):
-    env = transmission_env.opco_connection_env(sandbox.port)
+    env = transmission_env.opco_connection_env(sandbox.port, extra_overrides={"rate_limit_per_second": 0})
     transmission_env.apply(monkeypatch, env)
     extract(RUN, sources, connector_dsn)
     from cfa_opco.quality.gate import run_quality_gate

@@ -250,6 +250,16 @@ def sync_states(connector: str, conn_ids: list[str] | None = None, *, hook_facto
     state changed (after commit) so decisions can be written back to the ERP.
     Returns {connections, requests, seen, changes, unknown, by_etat, per_connection, errors}.
     A connection that fails (bad key, OPCO down) is reported in ``errors``; the others go on."""
+    from cfa_opco.db.connect import cached_connections
+
+    with cached_connections():
+        return _sync_states(connector, conn_ids, hook_factory=hook_factory, lag_seconds=lag_seconds,
+                            page_size=page_size, writeback=writeback, run_id=run_id, stale_after=stale_after,
+                            max_workers=max_workers, record_proofs=record_proofs, software=software)
+
+
+def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, writeback, run_id, stale_after,
+                 max_workers, record_proofs, software) -> dict:
     from cfa_opco.db.connect import airflow_connection, dsn_for
 
     connector = dsn_for(connector)   # resolved here: worker threads cannot look connections up

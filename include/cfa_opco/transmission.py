@@ -195,8 +195,19 @@ class BatchResult:
         return d
 
 
-class _Stop(Exception):
-    pass
+@dataclass
+class _Job:
+    """One dossier on its way: its intent's id, and what came back."""
+    row: dict
+    payload: dict
+    digest: str
+    tid: int | None = None
+    resolve: bool = False           # intent found in doubt: read the OPCO before sending
+    status: str | None = None
+    resp: object = None
+    message: str | None = None
+    via: str = "post"
+    attempts: int = 0
 
 
 class BatchTransmitter:
@@ -205,13 +216,10 @@ class BatchTransmitter:
     def __init__(self, run_id: str, connector: str, conn_id: str, *, sources=None, hook=None,
                  software: dict | None = None, dry_run: bool = False, max_workers: int = 8,
                  key_warning_days: int = 30, proof_recorder=None, send_hook=None, send_attempts: int = 6,
-                 retry_base: float = 0.25):
-        from cfa_opco.db.connect import airflow_connection, dsn_for
+                 retry_base: float = 0.25, chunk_size: int = 200):
+        from cfa_opco.db.connect import dsn_for
 
-        # looked up in the task's main thread: its worker threads cannot reach Airflow's connections
-        connector = dsn_for(connector)
-        if hook is None:
-            airflow_connection(conn_id)
+        connector = dsn_for(connector)   # resolved here: worker threads cannot look connections up
         self.run_id, self.connector, self.conn_id = run_id, connector, conn_id
         self.sources = {s.id: s for s in (sources or [])}
         self.dry_run, self.max_workers = dry_run, max_workers
@@ -222,7 +230,7 @@ class BatchTransmitter:
         self._conns_lock = threading.Lock()
         self._stop = threading.Event()
         self.recorder = proof_recorder
-        self.send_attempts, self.retry_base = send_attempts, retry_base
+        self.send_attempts, self.retry_base, self.chunk_size = send_attempts, retry_base, chunk_size
         if hook is None:
             from cfa_opco.providers.opco.hooks.opco import OpcoHook
             from cfa_opco.providers.opco.proofs import ProofRecorder
@@ -344,17 +352,6 @@ class BatchTransmitter:
                         (row["content_hash"], row["source_id"], row["numero_interne"]))
         conn.commit()
 
-    def _base_deca(self, row: dict) -> str | None:
-        if not row.get("base_numero_interne"):
-            return None
-        conn = self._db()
-        with conn.cursor() as cur:
-            cur.execute("""SELECT numero_deca FROM opco_dossier WHERE source_id = %s AND numero_interne = %s""",
-                        (row["source_id"], row["base_numero_interne"]))
-            got = cur.fetchone()
-        conn.commit()
-        return got[0] if got else None
-
     # -- the OPCO --------------------------------------------------------------------
     def _lookup(self, numero: str):
         """Does the OPCO already hold this dossier? (resolution of an in-doubt send)"""
@@ -375,125 +372,231 @@ class BatchTransmitter:
             erreurs = None
         return _Found()
 
-    def _send(self, tid: int, row: dict, payload: dict) -> str:
-        """Send one dossier under its recorded intent; return the outcome's status.
+    def _http_send(self, job: "_Job") -> "_Job":
+        """Send one dossier under its committed intent (worker thread: HTTP only, no database).
 
-        After an ambiguous failure the dossier is looked up at the OPCO before any resend;
-        when even the lookup fails, nothing is resent and the intent stays PENDING (in doubt)
-        for the next attempt."""
+        After an ambiguous failure (timeout, dropped connection, 5xx) the dossier is read
+        back from the OPCO before any resend; when even that read fails, nothing is resent
+        and the intent stays PENDING (in doubt) for the next attempt."""
         import random
         import time
 
         from cfa_opco.providers.opco.exceptions import OpcoAuthError, OpcoRouteNotServed, OpcoUnavailable
 
-        numero = row["numero_interne"]
-        must_check = False
+        must_check = job.resolve   # an intent left in doubt by an earlier attempt: read first
         last_error = ""
         for attempt in range(1, self.send_attempts + 1):
+            if self._stop.is_set():
+                job.status, job.message = PENDING, "lot interrompu (clé refusée) : sera repris"
+                return job
+            job.attempts = attempt
             if must_check:
-                time.sleep(min(30.0, self.retry_base * 2 ** attempt) * random.random())
+                if attempt > 1:
+                    time.sleep(min(30.0, self.retry_base * 2 ** attempt) * random.random())
                 try:
-                    found = self._lookup(numero)
+                    found = self._lookup(job.row["numero_interne"])
                 except OpcoUnavailable as exc:
                     last_error = str(exc)
                     continue
                 if found is not None:
-                    self._outcome(tid, SENT, found, row=row, message="confirmé par relecture après une "
-                                  "réponse perdue", via="reprise")
-                    self.result.add("resolved_in_doubt")
-                    return SENT
+                    job.status, job.resp, job.via = SENT, found, "reprise"
+                    job.message = "confirmé par relecture à l'OPCO après une réponse perdue"
+                    return job
                 must_check = False
             try:
-                resp = self.send_hook.send_dossier(payload)
+                resp = self.send_hook.send_dossier(job.payload)
             except OpcoRouteNotServed as exc:
-                self._outcome(tid, BLOCKED, message=str(exc))
-                self.result.add("blocked")
-                return BLOCKED
+                job.status, job.message = BLOCKED, str(exc)
+                return job
             except OpcoAuthError as exc:
-                self._outcome(tid, BLOCKED, message=str(exc))
-                self.result.add("blocked")
-                if getattr(exc, "code", None) == "SIREN_DIFFERENT":
-                    return BLOCKED      # this dossier's SIREN, not the key, is at fault
-                self.result.auth_error = str(exc)
-                self._stop.set()
-                raise _Stop() from exc
+                job.status, job.message = BLOCKED, str(exc)
+                if getattr(exc, "code", None) != "SIREN_DIFFERENT":   # the key itself is refused
+                    self.result.auth_error = str(exc)
+                    self._stop.set()
+                return job
             except OpcoUnavailable as exc:
                 last_error = str(exc)
-                self._outcome(tid, PENDING, message=f"réponse non reçue, vérification : {exc}")
                 must_check = True
                 continue
+            job.resp = resp
             if resp.ok:
-                self._outcome(tid, SENT, resp, row=row)
-                self.result.add("sent")
-                return SENT
-            if resp.status == 409:
-                message = ("L'OPCO connaît déjà ce numéro de dossier avec un autre contenu : une "
-                           "modification après envoi se transmet par un avenant")
+                job.status = SENT
             else:
-                message = "; ".join(f"{e.get('champ') or ''}: {e.get('message')}" for e in (resp.erreurs or []))[:1000]
-            self._outcome(tid, REJECTED, resp, message=message)
-            self.result.add("rejected")
-            self.result.error(numero, f"HTTP {resp.status} {message}")
-            return REJECTED
-        # no answer we can trust: the intent stays PENDING (in doubt); the next attempt reads
-        # the OPCO before resending
-        self._outcome(tid, PENDING, message=f"en attente de confirmation : {last_error}")
-        self.result.add("in_doubt")
-        self.result.error(numero, last_error)
-        return PENDING
-
-    def _process(self, row: dict, ledger: dict) -> None:
-        if self._stop.is_set():
-            return
-        numero = row["numero_interne"]
-        deca = None
-        if row["nature"] == NATURE_AVENANT and not row.get("contrat_numero_precedent"):
-            deca = self._base_deca(row)
-            if deca is None:
-                # the amended contract has no numéro DECA yet: next run, once the OPCO gave it
-                self.result.add("deferred")
-                return
-        payload = build_payload(row, deca)
-        digest = payload_hash(payload)
-        history = ledger.get((row["source_id"], numero, OP_DOSSIER), [])
-        if self.dry_run:
-            self._insert_intent(row, OP_DOSSIER, digest, payload, status=DRY_RUN,
-                                message="dry run: payload built, nothing sent")
-            self.result.add("dry_run")
-            return
-        same = [t for t in history if t["content_hash"] == digest and not t["forced"]]
-        if not row["forced"]:
-            if any(t["status"] == SENT for t in same):
-                self._mark_registry(row)
-                self.result.add("already_sent")
-                self._send_pieces(row, ledger)   # those a crash may have left behind
-                return
-            if any(t["status"] == REJECTED for t in same):
-                self.result.add("already_rejected")
-                return
-            in_doubt = [t for t in same if t["status"] == PENDING]
-            if in_doubt:
-                found = self._lookup(numero)
-                if found is not None:
-                    self._outcome(in_doubt[-1]["id"], SENT, found, row=row, message="confirmé après reprise",
-                                  via="reprise")
-                    self.result.add("resolved_in_doubt")
-                    status = SENT
+                job.status = REJECTED
+                if resp.status == 409:
+                    job.message = ("L'OPCO connaît déjà ce numéro de dossier avec un autre contenu : une "
+                                   "modification après envoi se transmet par un avenant")
                 else:
-                    status = self._send(in_doubt[-1]["id"], row, payload)
-                if status == SENT:
-                    self._send_pieces(row, ledger)
-                return
-            sent_other = [t for t in history if t["status"] == SENT and t["content_hash"] != digest]
-            if sent_other:
-                self._changed_after_send(row, digest, payload, history)
-                return
-        tid = self._insert_intent(row, OP_DOSSIER, digest, payload, forced=bool(row["forced"]))
-        if tid is None:   # another worker recorded the same intent first
-            self.result.add("already_sent")
-            return
-        if self._send(tid, row, payload) == SENT:
-            self._send_pieces(row, ledger)
+                    job.message = "; ".join(f"{e.get('champ') or ''}: {e.get('message')}"
+                                            for e in (resp.erreurs or []))[:1000]
+            return job
+        job.status, job.message = PENDING, f"en attente de confirmation : {last_error}"
+        return job
+
+    def _prepare_chunk(self, rows: list[dict], ledger: dict) -> list["_Job"]:
+        """Decide each dossier's fate from the ledger; commit the new intents in one statement."""
+        decas = self._base_decas([r for r in rows if r["nature"] == NATURE_AVENANT
+                                  and not r.get("contrat_numero_precedent")])
+        jobs, intents = [], []
+        for row in rows:
+            numero = row["numero_interne"]
+            deca = None
+            if row["nature"] == NATURE_AVENANT and not row.get("contrat_numero_precedent"):
+                deca = decas.get((row["source_id"], row.get("base_numero_interne")))
+                if deca is None:
+                    # the amended contract has no numéro DECA yet: next run, once the OPCO gave it
+                    self.result.add("deferred")
+                    continue
+            payload = build_payload(row, deca)
+            digest = payload_hash(payload)
+            job = _Job(row, payload, digest)
+            if self.dry_run:
+                job.status = DRY_RUN
+                intents.append(job)
+                continue
+            history = ledger.get((row["source_id"], numero, OP_DOSSIER), [])
+            same = [t for t in history if t["content_hash"] == digest and not t["forced"]]
+            if not row["forced"]:
+                if any(t["status"] == SENT for t in same):
+                    job.status = "ALREADY_SENT"
+                    jobs.append(job)
+                    continue
+                if any(t["status"] == REJECTED for t in same):
+                    self.result.add("already_rejected")
+                    continue
+                in_doubt = [t for t in same if t["status"] == PENDING]
+                if in_doubt:
+                    job.tid, job.resolve = in_doubt[-1]["id"], True
+                    jobs.append(job)
+                    continue
+                if any(t["status"] == SENT and t["content_hash"] != digest for t in history):
+                    self._changed_after_send(row, digest, payload, history)
+                    continue
+            intents.append(job)
+        if intents:
+            conn = self._db()
+            with conn.cursor() as cur:
+                values = [(self.run_id, j.row["source_id"], j.row["numero_interne"], OP_DOSSIER, j.row["opco_code"],
+                           j.row["cfa_siren"], self.conn_id, j.digest, json.dumps(j.payload, ensure_ascii=False),
+                           DRY_RUN if self.dry_run else PENDING, bool(j.row["forced"]),
+                           j.row.get("force_reason") if j.row["forced"] else None,
+                           "dry run: payload built and checked, nothing sent" if self.dry_run else None)
+                          for j in intents]
+                got = psycopg2.extras.execute_values(cur, """
+                    INSERT INTO transmission (run_id, source_id, numero_interne, operation, opco_code, cfa_siren,
+                        conn_id, content_hash, payload, status, forced, force_reason, message)
+                    VALUES %s ON CONFLICT DO NOTHING RETURNING id, source_id, numero_interne""",
+                    values, page_size=len(values), fetch=True)
+            conn.commit()   # the intents are durable before anything leaves
+            ids = {(src, num): tid for tid, src, num in got}
+            for j in intents:
+                j.tid = ids.get((j.row["source_id"], j.row["numero_interne"]))
+                if self.dry_run:
+                    self.result.add("dry_run")
+                elif j.tid is None:    # another worker recorded the same intent first: theirs
+                    self.result.add("already_sent")
+                else:
+                    jobs.append(j)
+        return jobs
+
+    def _base_decas(self, avenants: list[dict]) -> dict[tuple, str]:
+        keys = [(r["source_id"], r["base_numero_interne"]) for r in avenants if r.get("base_numero_interne")]
+        if not keys:
+            return {}
+        conn = self._db()
+        with conn.cursor() as cur:
+            cur.execute("""SELECT source_id, numero_interne, numero_deca FROM opco_dossier
+                           WHERE (source_id, numero_interne) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+                             AND numero_deca IS NOT NULL""",
+                        ([k[0] for k in keys], [k[1] for k in keys]))
+            found = {(src, num): deca for src, num, deca in cur.fetchall()}
+        conn.commit()
+        return found
+
+    def _record_chunk(self, jobs: list["_Job"]) -> None:
+        """Outcomes of a chunk, and what the OPCO said, in one transaction."""
+        done = [j for j in jobs if j.tid is not None and j.status in (SENT, REJECTED, BLOCKED, PENDING)]
+        conn = self._db()
+        with conn.cursor() as cur:
+            if done:
+                psycopg2.extras.execute_values(cur, """
+                    UPDATE transmission t SET status = v.status, attempts = t.attempts + v.attempts,
+                           sent_at = COALESCE(t.sent_at, now()),
+                           completed_at = CASE WHEN v.status <> 'PENDING' THEN now() END,
+                           http_status = v.http_status::int, numero_externe = v.numero_externe,
+                           numero_deca = v.numero_deca, erreurs = v.erreurs::jsonb, message = v.message
+                    FROM (VALUES %s) AS v (id, status, attempts, http_status, numero_externe, numero_deca,
+                                           erreurs, message)
+                    WHERE t.id = v.id""",
+                    [(j.tid, j.status, j.attempts, getattr(j.resp, "status", None),
+                      getattr(j.resp, "numero_externe", None), getattr(j.resp, "numero_deca", None),
+                      json.dumps(j.resp.erreurs, ensure_ascii=False) if getattr(j.resp, "erreurs", None) else None,
+                      j.message) for j in done], page_size=1000)
+            sent = [j for j in jobs if j.status == SENT]
+            if sent:
+                rows = []
+                for j in sent:
+                    body = getattr(j.resp, "body", None) or {}
+                    etat = getattr(j.resp, "etat", None) or body.get("etat") or "TRANSMIS"
+                    rows.append((j.row["source_id"], j.row["numero_interne"], j.row["opco_code"], j.row["cfa_siren"],
+                                 self.conn_id, j.row["nature"], getattr(j.resp, "numero_externe", None),
+                                 getattr(j.resp, "numero_deca", None), etat, body.get("dateEtat"), self.run_id,
+                                 j.via, j.row["content_hash"]))
+                psycopg2.extras.execute_values(cur, """
+                    WITH v (source_id, numero_interne, opco_code, cfa_siren, conn_id, nature, numero_externe,
+                            numero_deca, etat, etat_at, run_id, via, content_hash) AS (VALUES %s),
+                    od AS (
+                        INSERT INTO opco_dossier (source_id, numero_interne, opco_code, cfa_siren, conn_id, nature,
+                            numero_externe, numero_deca, etat, etat_at, first_run_id, sent_at, last_checked_at)
+                        SELECT source_id, numero_interne, opco_code, cfa_siren, conn_id, nature, numero_externe,
+                               numero_deca, etat, etat_at::timestamptz, run_id, now(), now() FROM v
+                        ON CONFLICT (source_id, numero_interne) DO UPDATE
+                           SET numero_externe = COALESCE(EXCLUDED.numero_externe, opco_dossier.numero_externe),
+                               numero_deca = COALESCE(EXCLUDED.numero_deca, opco_dossier.numero_deca),
+                               last_checked_at = now()),
+                    sc AS (
+                        INSERT INTO opco_state_change (source_id, numero_interne, opco_code, etat, etat_at, via)
+                        SELECT source_id, numero_interne, opco_code, etat, etat_at::timestamptz, via FROM v)
+                    UPDATE dossier_registry r SET transmitted_hash = v.content_hash, transmitted_at = now()
+                    FROM v WHERE r.source_id = v.source_id AND r.numero_interne = v.numero_interne""",
+                    rows, page_size=len(rows))
+            already = [j for j in jobs if j.status == "ALREADY_SENT"]
+            if already:
+                psycopg2.extras.execute_values(cur, """
+                    UPDATE dossier_registry r SET transmitted_hash = v.h,
+                           transmitted_at = COALESCE(r.transmitted_at, now())
+                    FROM (VALUES %s) AS v (s, n, h) WHERE r.source_id = v.s AND r.numero_interne = v.n""",
+                    [(j.row["source_id"], j.row["numero_interne"], j.row["content_hash"]) for j in already])
+        conn.commit()
+        for j in jobs:
+            if j.status == SENT:
+                self.result.add("resolved_in_doubt" if j.via == "reprise" else "sent")
+            elif j.status == "ALREADY_SENT":
+                self.result.add("already_sent")
+            elif j.status == REJECTED:
+                self.result.add("rejected")
+                self.result.error(j.row["numero_interne"], f"HTTP {getattr(j.resp, 'status', '?')} {j.message}")
+            elif j.status == BLOCKED:
+                self.result.add("blocked")
+            elif j.status == PENDING:
+                self.result.add("in_doubt")
+                self.result.error(j.row["numero_interne"], j.message or "")
+
+    def _run_chunk(self, pool: cf.ThreadPoolExecutor, rows: list[dict], ledger: dict) -> None:
+        jobs = self._prepare_chunk(rows, ledger)
+        to_send = [j for j in jobs if j.status is None]
+        for fut in [pool.submit(self._http_send, j) for j in to_send]:
+            fut.result()
+        self._record_chunk(jobs)
+        # documents once the OPCO holds the dossier (and those a crash may have left behind)
+        attach = [j.row for j in jobs if j.status in (SENT, "ALREADY_SENT")
+                  and self._pieces.get((j.row["source_id"], j.row["numero_interne"]))]
+        for fut, row in [(pool.submit(self._send_pieces, r, ledger), r) for r in attach]:
+            try:
+                fut.result()
+            except Exception as exc:   # a document failing never fails the batch
+                log.exception("documents of %s", row["numero_interne"])
+                self.result.error(row["numero_interne"], f"pièces : {type(exc).__name__}: {exc}")
 
     def _changed_after_send(self, row: dict, digest: str, payload: dict, history: list[dict]) -> None:
         """The norm has no update of a sent dossier: a rupture goes by its own route; any
@@ -616,20 +719,14 @@ class BatchTransmitter:
             self._load_pieces(rows)
             contracts = [r for r in rows if r["nature"] != NATURE_AVENANT]
             avenants = [r for r in rows if r["nature"] == NATURE_AVENANT]
-            # avenants after the contracts they amend: they need the contract's numéro DECA
-            for group in (contracts, avenants):
-                with cf.ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-                    futures = [pool.submit(self._process, r, ledger) for r in group]
-                    for fut, r in zip(futures, group):
-                        try:
-                            fut.result()
-                        except _Stop:
-                            pass
-                        except Exception as exc:   # one bad dossier never fails the batch
-                            log.exception("dossier %s: unexpected error", r["numero_interne"])
-                            self.result.error(r["numero_interne"], f"{type(exc).__name__}: {exc}")
-                if self._stop.is_set():
-                    break
+            # avenants after the contracts they amend: they need the contract's numéro DECA.
+            # Chunks: one committed statement for the intents, sends in parallel, one for outcomes
+            with cf.ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+                for group in (contracts, avenants):
+                    for i in range(0, len(group), self.chunk_size):
+                        if self._stop.is_set():
+                            break
+                        self._run_chunk(pool, group[i:i + self.chunk_size], ledger)
         finally:
             if self.recorder is not None:
                 self.recorder.flush()
@@ -638,4 +735,9 @@ class BatchTransmitter:
 
 
 def transmit_batch(run_id: str, connector: str, conn_id: str, **kwargs) -> dict:
-    return BatchTransmitter(run_id, connector, conn_id, **kwargs).run()
+    from cfa_opco.db.connect import airflow_connection, cached_connections
+
+    with cached_connections():
+        if kwargs.get("hook") is None:
+            airflow_connection(conn_id)   # in the main thread, for the worker threads
+        return BatchTransmitter(run_id, connector, conn_id, **kwargs).run()

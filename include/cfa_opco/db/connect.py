@@ -8,34 +8,48 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions
 
 
-_CACHE: dict[str, tuple[float, object]] = {}
+_CACHE: dict[str, object] = {}
 _CACHE_LOCK = threading.Lock()
-_CACHE_TTL = 300.0
+_CACHE_USERS = 0
+
+
+@contextlib.contextmanager
+def cached_connections() -> Iterator[None]:
+    """Within the block, Airflow connections looked up once are served from memory.
+
+    Inside a task the Task SDK fetches connections through its supervisor, which worker
+    threads cannot reach: a task looks its connections up in its main thread within this
+    block, and the threads it starts there are served from the cache. Nothing outlives
+    the block (a rotated key is read afresh by the next task)."""
+    global _CACHE_USERS
+    with _CACHE_LOCK:
+        _CACHE_USERS += 1
+    try:
+        yield
+    finally:
+        with _CACHE_LOCK:
+            _CACHE_USERS -= 1
+            if _CACHE_USERS == 0:
+                _CACHE.clear()
 
 
 def airflow_connection(conn_id: str):
-    """An Airflow connection, cached for a few minutes per process.
-
-    Inside a task the Task SDK fetches connections through its supervisor, which worker
-    threads cannot reach: callers look connections up once in the task's main thread (the
-    cache then serves their threads)."""
-    now = time.monotonic()
+    """An Airflow connection (from the cache of an enclosing :func:`cached_connections`)."""
     with _CACHE_LOCK:
-        hit = _CACHE.get(conn_id)
-        if hit and now - hit[0] < _CACHE_TTL:
-            return hit[1]
+        if conn_id in _CACHE:
+            return _CACHE[conn_id]
     from airflow.sdk import BaseHook
 
     conn = BaseHook.get_connection(conn_id)
     with _CACHE_LOCK:
-        _CACHE[conn_id] = (now, conn)
+        if _CACHE_USERS:
+            _CACHE[conn_id] = conn
     return conn
 
 

@@ -88,3 +88,27 @@ def apply_to_metadata_db(s: AirflowSettings) -> dict[str, int]:
     for v in s.variables:
         Variable.set(v["variable_name"], str(v["variable_value"]))
     return {"connections": len(s.connections), "pools": len(s.pools), "variables": len(s.variables)}
+
+
+def sandbox_connection_env(sandbox_port: int, extra_overrides: dict | None = None,
+                           dsns: dict[str, str] | None = None, settings_file: Path | None = None) -> dict[str, str]:
+    """AIRFLOW_CONN_* for every connection of airflow_settings.yaml, the OPCO ones on a
+    sandbox's port (with ``extra_overrides`` in their extra), the postgres ones on ``dsns``
+    ({conn_id: dsn}) — for tests, benchmarks and one-off runs without a metadata database."""
+    from urllib.parse import urlparse
+
+    from cfa_opco import settings
+
+    cfg = load(settings_file or settings.PROJECT_DIR / "airflow_settings.yaml")
+    rewrite_sandbox_port(cfg, sandbox_port)
+
+    def rewrite(parts: dict) -> dict:
+        if parts["conn_type"] == "http" and extra_overrides:
+            parts = {**parts, "extra": {**(parts.get("extra") or {}), **extra_overrides}}
+        if parts["conn_type"] == "postgres" and dsns and parts["conn_id"] in dsns:
+            u = urlparse(dsns[parts["conn_id"]])
+            parts = {**parts, "host": u.hostname, "port": u.port, "schema": u.path.lstrip("/"),
+                     "login": u.username, "password": u.password}
+        return parts
+
+    return {k: v for k, v in as_env(cfg, rewrite).items() if k.startswith("AIRFLOW_CONN_")}

@@ -58,9 +58,15 @@ def opco_code_from_conn_id(conn_id: str) -> tuple[str | None, str | None]:
 
 @functools.lru_cache(maxsize=4)
 def load_table(path: str | None = None) -> dict[str, dict]:
+    return _load_table(str(path or CAPABILITIES_FILE))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_table(path: str) -> dict[str, dict]:
+    """The table, read once per process (every hook and every routed dossier asks for it)."""
     import yaml
 
-    doc = yaml.safe_load(Path(path or CAPABILITIES_FILE).read_text(encoding="utf-8")) or {}
+    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     out = {}
     for code, spec in (doc.get("opcos") or {}).items():
         out[str(code).lower()] = {"name": spec.get("name") or str(code).upper(),

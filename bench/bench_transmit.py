@@ -1,0 +1,134 @@
+"""Transmission throughput against the sandbox, side by side with the sandbox's own
+capacity measured by wrk with the same payloads, in one run:
+
+- transmit_to_capacity_ratio: 10,000 dossiers across all OPCOs and 3 SIRENs, rate limit
+  off, through the full exactly-once path (ledger intent + send + outcome), dossiers/s
+  divided by the dossier POSTs/s wrk sustains on the same sandbox;
+- rate_limited_share_of_allowed: with the sandbox's limit on (10 requests/s per key), the
+  achieved rate per key as a share of the allowed rate, and the 429s received.
+Documents are left out of both figures (they are separate requests: their throughput is
+printed as an information line)."""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import bench_sources, fresh_database, seeded_erps  # noqa: E402
+
+
+def _prepare(run_id: str, connector: str, sources) -> dict:
+    from cfa_opco.extraction import extract
+    from cfa_opco.quality.gate import run_quality_gate
+    from cfa_opco.transmission import plan
+
+    extract(run_id, sources, connector)
+    run_quality_gate(run_id, connector, write_reports=False, data_docs=False)
+    return plan(run_id, connector)
+
+
+def _transmit(args) -> dict:
+    run_id, connector, conn_id, workers = args
+    from cfa_opco.transmission import transmit_batch
+
+    return transmit_batch(run_id, connector, conn_id, sources=None, max_workers=workers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dossiers", type=int, default=100_000, help="(ignored: this benchmark uses 10,000)")
+    parser.add_argument("--transmit-dossiers", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration")
+    args = parser.parse_args()
+
+    from cfa_opco.sandbox import sample_dossier
+    from cfa_opco.sandbox.loadtest import measure_post_capacity
+    from cfa_opco.sandbox.testing import run_sandbox
+    from cfa_opco.stack.airflow_settings import sandbox_connection_env
+
+    erps = seeded_erps(args.transmit_dossiers, seed=11)
+    sources = [dataclasses.replace(s, pieces_sql=None) for s in bench_sources(erps)]
+    print(f"info: seeded {args.transmit_dossiers} dossiers in {erps['seconds']:.1f} s")
+
+    # ---- 1. rate limit off: capacity (wrk) and transmission, same sandbox, same payloads
+    with run_sandbox(instant=True, rate_limit=0) as sbx:
+        os.environ.update(sandbox_connection_env(sbx.port, extra_overrides={"rate_limit_per_second": 0}))
+        connector = fresh_database("bench_connector")
+        from cfa_opco.connector import migrate
+
+        migrate(connector)
+        planned = _prepare("bench_fast", connector, sources)
+        batches = [b for bs in planned["batches"].values() for b in bs]
+        from cfa_opco.db.connect import connection
+        from cfa_opco.dossier.payload import build_payload
+
+        with connection(connector) as conn, conn.cursor() as cur:
+            import psycopg2.extras
+
+            cur.execute("SELECT * FROM staged_dossier WHERE nature = 'CONTRAT' LIMIT 1")
+            cols = [d[0] for d in cur.description]
+            template = build_payload(dict(zip(cols, cur.fetchone())))
+        capacity = measure_post_capacity(sbx.base_url, template, seconds=args.seconds, opco="atlas",
+                                         siren=template["organismeFormation"]["siret"][:9])
+        capacity = getattr(capacity, "rps", capacity)
+        sbx.reset(keep_settings=True)
+        t0 = time.perf_counter()
+        # as Airflow would run the mapped tasks: two at a time (two cores), threads within each
+        with cf.ProcessPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(_transmit, [("bench_fast", connector, b["conn_id"], 8) for b in batches]))
+        elapsed = time.perf_counter() - t0
+        sent = sum(r["sent"] for r in results)
+        dups = sum(len(sbx.creations(code)["duplicates"]) for code in planned["batches"])
+        print(f"info: sandbox capacity (wrk, dossier POSTs): {capacity:.0f}/s")
+        print(f"info: transmitted {sent} dossiers in {elapsed:.1f} s = {sent / elapsed:.0f}/s "
+              f"over {len(batches)} (OPCO, SIREN) batches; duplicates at the sandbox: {dups}")
+        print(f"transmit_to_capacity_ratio: {sent / elapsed / capacity:.2f}")
+
+    # ---- 2. rate limit on (10/s per key): paced by the hook, no 429 storm
+    allowed = 10.0
+    with run_sandbox(instant=True, rate_limit=allowed) as sbx:
+        os.environ.update(sandbox_connection_env(sbx.port, extra_overrides={"rate_limit_per_second": allowed}))
+        connector = fresh_database("bench_connector_rl")
+        migrate(connector)
+        planned = _prepare("bench_rl", connector, sources)
+        # three keys at once (one per SIREN of one OPCO), ~25 s each
+        chosen = sorted(planned["batches"]["atlas"], key=lambda b: -b["count"])[:3]
+        t0 = time.perf_counter()
+        with cf.ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+            futs = {b["conn_id"]: pool.submit(_limited, connector, b["conn_id"], 250) for b in chosen}
+        shares = []
+        for conn_id, fut in futs.items():
+            sent, seconds = fut.result()
+            shares.append(sent / seconds / allowed)
+            print(f"info: {conn_id}: {sent} dossiers in {seconds:.1f} s = {sent / seconds:.2f}/s (allowed {allowed:.0f}/s)")
+        stats = sbx.stats("atlas")
+        n429 = (stats.get("requests_by_status") or stats.get("status") or {}).get("429", 0)
+        print(f"info: HTTP 429 received: {n429}")
+        print(f"rate_limited_share_of_allowed: {min(shares):.2f}")
+        print(f"rate_limited_429_count: {n429}")
+
+
+def _limited(connector: str, conn_id: str, limit: int) -> tuple[int, float]:
+    """Send up to ``limit`` dossiers of the key's batch; return (sent, seconds)."""
+    from cfa_opco.db.connect import connection
+    from cfa_opco.transmission import transmit_batch
+
+    with connection(connector) as conn, conn.cursor() as cur:   # keep the batch to ``limit`` dossiers
+        cur.execute("""UPDATE transmission_plan SET decision = 'FILTERED' WHERE run_id = 'bench_rl'
+                       AND conn_id = %s AND numero_interne NOT IN (
+                           SELECT numero_interne FROM transmission_plan WHERE run_id = 'bench_rl'
+                           AND conn_id = %s AND decision = 'ROUTED' AND nature = 'CONTRAT'
+                           ORDER BY numero_interne LIMIT %s)""", (conn_id, conn_id, limit))
+    t0 = time.perf_counter()
+    result = transmit_batch("bench_rl", connector, conn_id, sources=None, max_workers=8)
+    return result["sent"], time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
