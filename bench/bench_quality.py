@@ -42,16 +42,10 @@ def _admin():
 
 
 def make_db(name: str) -> str:
-    from cfa_opco import settings
+    from cfa_opco.stack.embedded_pg import recreate_database
 
     assert name.startswith("bench_")
-    conn = _admin()
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    auth = settings.PG_USER + (f":{settings.PG_PASSWORD}" if settings.PG_PASSWORD else "")
-    return f"postgresql://{auth}@{settings.PG_HOST}:{settings.PG_PORT}/{name}"
+    return recreate_database(name)
 
 
 def drop_db(name: str) -> None:

@@ -81,7 +81,7 @@ def main() -> None:
         t0 = time.perf_counter()
         # as Airflow would run the mapped tasks: two at a time (two cores), threads within each
         with cf.ProcessPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(_transmit, [("bench_fast", connector, b["conn_id"], 8) for b in batches]))
+            results = list(pool.map(_transmit, [("bench_fast", connector, b["conn_id"], 16) for b in batches]))
         elapsed = time.perf_counter() - t0
         sent = sum(r["sent"] for r in results)
         dups = sum(len(sbx.creations(code)["duplicates"]) for code in planned["batches"])

@@ -8,20 +8,10 @@ os.environ.setdefault("CFA_DB_PREFIX", "bench_")
 
 def fresh_database(name: str) -> str:
     """Drop and create ``name`` on the embedded server (started if needed); return its DSN."""
-    import psycopg2
-
-    from cfa_opco import settings
     from cfa_opco.stack import embedded_pg
 
     embedded_pg.start()
-    conn = psycopg2.connect(host=settings.PG_HOST, port=settings.PG_PORT, user=settings.PG_USER,
-                            dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return f"postgresql://{settings.PG_USER}@{settings.PG_HOST}:{settings.PG_PORT}/{name}"
+    return embedded_pg.recreate_database(name)
 
 
 def seeded_erps(dossiers: int, seed: int = 7) -> dict:

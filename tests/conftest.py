@@ -5,7 +5,6 @@ the demo's databases are never touched."""
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -26,12 +25,9 @@ SEED, SEED_DOSSIERS = 42, 2000
 
 
 def _admin_conn():
-    import psycopg2
+    from cfa_opco.stack.embedded_pg import admin_connection
 
-    conn = psycopg2.connect(host=settings.PG_HOST, port=settings.PG_PORT, user=settings.PG_USER,
-                            password=settings.PG_PASSWORD or None, dbname="postgres")
-    conn.autocommit = True
-    return conn
+    return admin_connection()
 
 
 @pytest.fixture(scope="session")
@@ -52,13 +48,9 @@ def pg_server():
 
 def make_database(name: str) -> str:
     """Drop and create database ``name``; return its DSN."""
-    conn = _admin_conn()
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    auth = settings.PG_USER + (f":{settings.PG_PASSWORD}" if settings.PG_PASSWORD else "")
-    return f"postgresql://{auth}@{settings.PG_HOST}:{settings.PG_PORT}/{name}"
+    from cfa_opco.stack.embedded_pg import recreate_database
+
+    return recreate_database(name)
 
 
 @pytest.fixture(scope="session")

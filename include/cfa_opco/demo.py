@@ -21,18 +21,6 @@ from cfa_opco import settings
 DEMO_RATE_LIMIT = 95.0
 
 
-def _recreate_database(name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(host=settings.PG_HOST, port=settings.PG_PORT, user=settings.PG_USER,
-                            dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-
-
 def _print_summary(summary: dict, log_path) -> None:
     def show(value):
         return "—" if value is None else value
@@ -78,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] embedded PostgreSQL on {settings.PG_HOST}:{settings.PG_PORT}")
     try:
         for name in ("erp_main", "erp_est", "connector"):
-            _recreate_database(settings.DATABASES[name])
+            embedded_pg.recreate_database(settings.DATABASES[name])
         shutil.rmtree(settings.VAR_DIR / "erp_files", ignore_errors=True)
         counts = seed(args.seed, args.dossiers)
         print(f"[demo] demo ERPs seeded: {args.dossiers} dossiers (seed {args.seed}), "

@@ -1,11 +1,9 @@
 """From a canonical dossier row to the CERFA FA13 JSON sent to the OPCO
-(shape: docs/api-conventions.md), and the canonical bytes whose SHA-256 proves it."""
+(shape: docs/api-conventions.md), and the SHA-256 that identifies it."""
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import hashlib
-import json
 from typing import Any, Mapping
 
 from cfa_opco.dossier.model import COLUMNS, NATURE_AVENANT, REMUNERATION_YEARS
@@ -70,19 +68,8 @@ def build_payload(row: Mapping[str, Any], numero_contrat_precedent: str | None =
     return doc
 
 
-def canonical_json(obj: Any) -> bytes:
-    """The bytes whose SHA-256 identifies a payload: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_default).encode("utf-8")
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def payload_hash(payload: Any) -> str:
+    """SHA-256 of the canonical bytes — the very bytes the hook sends."""
+    from cfa_opco.providers.opco.proofs import canonical_json
+
     return hashlib.sha256(canonical_json(payload)).hexdigest()

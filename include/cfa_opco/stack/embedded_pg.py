@@ -108,17 +108,34 @@ def start(pgdata: Path = settings.PGDATA_DIR) -> None:
 
 
 def create_databases() -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(host=settings.PG_HOST, port=settings.PG_PORT,
-                            user=settings.PG_USER, dbname="postgres")
-    conn.autocommit = True
+    conn = admin_connection()
     with conn.cursor() as cur:
         for name in settings.DATABASES.values():
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone() is None:
                 cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
+
+
+def admin_connection():
+    """An autocommit connection to the ``postgres`` database of the configured server."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=settings.PG_HOST, port=settings.PG_PORT, user=settings.PG_USER,
+                            password=settings.PG_PASSWORD or None, dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+def recreate_database(name: str) -> str:
+    """Drop (if it exists) and create database ``name`` on the configured server; its DSN."""
+    conn = admin_connection()
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    auth = settings.PG_USER + (f":{settings.PG_PASSWORD}" if settings.PG_PASSWORD else "")
+    return f"postgresql://{auth}@{settings.PG_HOST}:{settings.PG_PORT}/{name}"
 
 
 def stop(pgdata: Path = settings.PGDATA_DIR) -> None:
