@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         if not args.keep:
             for name in names.values():
                 drop_db(name)
-    print(f"gate: {gate['checked']} checked, {gate['quarantined']} quarantined; timings {gate['timings']}")
+    print(f"# gate: {gate['checked']} checked, {gate['quarantined']} quarantined; timings {gate['timings']}")
     print(f"side by side on {ratio['rows']} dossiers ({ratio['anomalies']} anomalies): "
           f"GX {ratio['gx_seconds']:.2f} s, pandas {ratio['pandas_seconds']:.2f} s "
           f"(great_expectations import, excluded: {ratio['gx_import_seconds']:.1f} s)")

@@ -54,7 +54,7 @@ def main() -> None:
 
     erps = seeded_erps(args.transmit_dossiers, seed=11)
     sources = [dataclasses.replace(s, pieces_sql=None) for s in bench_sources(erps)]
-    print(f"info: seeded {args.transmit_dossiers} dossiers in {erps['seconds']:.1f} s")
+    print(f"# seeded {args.transmit_dossiers} dossiers in {erps['seconds']:.1f} s")
 
     # ---- 1. rate limit off: capacity (wrk) and transmission, same sandbox, same payloads
     with run_sandbox(instant=True, rate_limit=0) as sbx:
@@ -85,8 +85,8 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         sent = sum(r["sent"] for r in results)
         dups = sum(len(sbx.creations(code)["duplicates"]) for code in planned["batches"])
-        print(f"info: sandbox capacity (wrk, dossier POSTs): {capacity:.0f}/s")
-        print(f"info: transmitted {sent} dossiers in {elapsed:.1f} s = {sent / elapsed:.0f}/s "
+        print(f"# sandbox capacity (wrk, dossier POSTs): {capacity:.0f}/s")
+        print(f"# transmitted {sent} dossiers in {elapsed:.1f} s = {sent / elapsed:.0f}/s "
               f"over {len(batches)} (OPCO, SIREN) batches; duplicates at the sandbox: {dups}")
         print(f"transmit_to_capacity_ratio: {sent / elapsed / capacity:.2f}")
 
@@ -106,10 +106,10 @@ def main() -> None:
         for conn_id, fut in futs.items():
             sent, seconds = fut.result()
             shares.append(sent / seconds / allowed)
-            print(f"info: {conn_id}: {sent} dossiers in {seconds:.1f} s = {sent / seconds:.2f}/s (allowed {allowed:.0f}/s)")
+            print(f"# {conn_id}: {sent} dossiers in {seconds:.1f} s = {sent / seconds:.2f}/s (allowed {allowed:.0f}/s)")
         stats = sbx.stats("atlas")
         n429 = (stats.get("requests_by_status") or stats.get("status") or {}).get("429", 0)
-        print(f"info: HTTP 429 received: {n429}")
+        print(f"# HTTP 429 received: {n429}")
         print(f"rate_limited_share_of_allowed: {min(shares):.2f}")
         print(f"rate_limited_429_count: {n429}")
 
