@@ -36,6 +36,7 @@ from airflow.sdk import CronTriggerTimetable, Param, TaskGroup, dag, task
 from cfa_opco.opcos import opco_codes
 from cfa_opco.providers.opco.operators.transmit import OpcoTransmitOperator
 from cfa_opco.providers.opco.sensors.opco_states import OpcoDecisionSensor
+from cfa_opco.writeback import ErpWriteback
 
 DEFAULT_ARGS = {
     "owner": "cfa-data",
@@ -118,6 +119,7 @@ def cfa_opco_daily():
         deadline="{{ params.decision_deadline_minutes * 60 }}",
         trigger_rule="all_done",
         done_when_only_incomplete=True,
+        writeback=ErpWriteback(),   # decisions, refusal reasons and missing documents back to the ERPs
         poke_interval=10,
         timeout=6 * 3600,
     )

@@ -50,7 +50,9 @@ def cfa_opco_followup():
         from cfa_opco.followup import sync_states as sync
         from cfa_opco.pipeline.config import CONNECTOR_CONN_ID, software
 
-        result = sync(CONNECTOR_CONN_ID, run_id=context["run_id"], software=software())
+        from cfa_opco.writeback import ErpWriteback
+
+        result = sync(CONNECTOR_CONN_ID, run_id=context["run_id"], software=software(), writeback=ErpWriteback())
         for conn_id, error in result["errors"].items():
             context["ti"].log.warning("suivi %s impossible : %s", conn_id, error)
         per = {k: {"requests": v["requests"], "changes": v["changes"]} for k, v in result["per_connection"].items()}

@@ -13,7 +13,33 @@ import pytest
 PROJECT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CFA_DB_PREFIX", "test_")
 os.environ.setdefault("CFA_VAR_DIR", str(PROJECT / "var" / "test"))
-os.environ.setdefault("CFA_PG_PORT", "55433")   # a server of its own: the demo's is never touched
+
+
+def _test_port() -> str:
+    """The test server's port: its own server's when it is already running, else 55433 when
+    free, else any free port (another checkout's tests may hold 55433)."""
+    import socket
+
+    pid_file = Path(os.environ["CFA_VAR_DIR"]) / "pgdata" / "postmaster.pid"
+    if pid_file.exists():
+        lines = pid_file.read_text().splitlines()
+        try:
+            os.kill(int(lines[0]), 0)
+            return lines[3].strip()
+        except (OSError, ValueError, IndexError):
+            pass
+    for port in (55433, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return str(sock.getsockname()[1])
+            except OSError:
+                continue
+    raise RuntimeError("no free port for the test PostgreSQL")
+
+
+if "CFA_PG_PORT" not in os.environ:   # a server of its own: the demo's is never touched
+    os.environ["CFA_PG_PORT"] = _test_port()
 
 from cfa_opco import settings  # noqa: E402
 from cfa_opco.stack import airflow_env  # noqa: E402

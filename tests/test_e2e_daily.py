@@ -101,5 +101,11 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
 
         for code in opco_codes():
             assert sbx.creations(code)["duplicates"] == [], code
+        # decisions written back to the ERP that allows it (state, numéro DECA, refusal reasons)
+        written = _rows(seeded_erp["erp_main"], """SELECT count(*) FILTER (WHERE etat_opco = 'ENGAGE'),
+                                                          count(*) FILTER (WHERE numero_deca IS NOT NULL)
+                                                   FROM contrat""")[0]
+        assert written[0] > 500 and written[1] > 500
+        assert _rows(seeded_erp["erp_main"], "SELECT count(*) FROM retour_opco WHERE etat = 'REFUSE'")[0][0] > 0
         # the reports exist and are linked from the summary
         assert summary["reports"] and Path(summary["reports"]).exists()

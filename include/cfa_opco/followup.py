@@ -263,6 +263,8 @@ def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, w
     from cfa_opco.db.connect import airflow_connection, dsn_for
 
     connector = dsn_for(connector)   # resolved here: worker threads cannot look connections up
+    if hasattr(writeback, "prepare"):
+        writeback.prepare()
     open_by_conn = open_connections(connector, conn_ids)
     targets = sorted(open_by_conn)
     for cid in targets:

@@ -1,0 +1,63 @@
+"""Writing what the OPCOs answer back to the ERPs that allow it.
+
+A source whose entry in sources.yaml has a ``writeback`` block receives, for each state
+change: the ``etat`` statement (state, date, numéro DECA, OPCO's number) and, for each
+refusal reason (``motifs``) and each missing or faulty document (``anomalies``), the
+``retour`` statement — so the CFA sees them where it fixes data, in its own software.
+A write-back failure is logged and never fails the follow-up: the connector's database
+stays the reference.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ErpWriteback:
+    """Callable ``(source_id, rows)`` for :func:`cfa_opco.followup.sync_states`."""
+
+    def __init__(self, sources_file: str | Path | None = None, targets: dict[str, str] | None = None):
+        self.sources_file = sources_file
+        self.targets = targets
+        self._dsns: dict[str, tuple[str, dict]] | None = None
+
+    def prepare(self) -> None:
+        """Read the sources and resolve their connections (in the task's main thread)."""
+        if self._dsns is not None:
+            return
+        from cfa_opco.db.connect import dsn_for
+        from cfa_opco.pipeline import config
+        from cfa_opco.sources import load_sources
+
+        sources = load_sources(self.sources_file or config.sources_file(), targets=self.targets)
+        self._dsns = {s.id: (dsn_for(s.connection), s.writeback) for s in sources if s.writeback}
+
+    def __call__(self, source_id: str, rows: list[dict]) -> int:
+        from cfa_opco.db.connect import connection
+
+        self.prepare()
+        target = self._dsns.get(source_id)
+        if target is None or not rows:
+            return 0
+        dsn, statements = target
+        written = 0
+        try:
+            with connection(dsn) as conn, conn.cursor() as cur:
+                for r in rows:
+                    params = {"numero_interne": r["numero_interne"], "etat": r["etat"],
+                              "date_etat": r.get("etat_at"), "numero_deca": r.get("numero_deca"),
+                              "numero_externe": r.get("numero_externe")}
+                    if statements.get("etat"):
+                        cur.execute(statements["etat"], params)
+                    if statements.get("retour"):
+                        for item in list(r.get("motifs") or []) + list(r.get("anomalies") or []):
+                            cur.execute(statements["retour"], {**params, "code": item.get("code"),
+                                                               "message": item.get("message"),
+                                                               "piece": item.get("piece")})
+                    written += 1
+        except Exception as exc:
+            log.warning("write-back to %s failed (%d rows): %s", source_id, len(rows), exc)
+            return 0
+        return written
