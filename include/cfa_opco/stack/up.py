@@ -64,6 +64,7 @@ def start(sandbox_port: int) -> None:
 
     embedded_pg.start()
     airflow_env.init(sandbox_port=sandbox_port)
+    (settings.VAR_DIR / "sandbox").mkdir(parents=True, exist_ok=True)
     _spawn("sandbox", [sys.executable, "-m", "cfa_opco.sandbox", "--port", str(sandbox_port),
                        "--db", str(settings.VAR_DIR / "sandbox" / "stack.sqlite")])
     _spawn("airflow", [str(airflow_env.airflow_bin()), "standalone"], env={**os.environ, **airflow_env.airflow_env()})
