@@ -31,14 +31,9 @@ RUN_ID = "bench__quality_100k"
 
 
 def _admin():
-    import psycopg2
+    from cfa_opco.stack.embedded_pg import admin_connection
 
-    from cfa_opco import settings
-
-    conn = psycopg2.connect(host=settings.PG_HOST, port=settings.PG_PORT, user=settings.PG_USER,
-                            password=settings.PG_PASSWORD or None, dbname="postgres")
-    conn.autocommit = True
-    return conn
+    return admin_connection()
 
 
 def make_db(name: str) -> str:

@@ -220,16 +220,24 @@ def _personne(v: V, obj: dict, path: str) -> None:
     v.string(obj, "prenom", path, maxlen=100)
 
 
-def validate_dossier(body: Any) -> tuple[Errors, dict]:
-    """Returns (errors, facts) — facts holds the parsed values the engine needs."""
+def _begin(body: Any) -> tuple["Errors", dict, "V | None"]:
+    """The common start of every body's validation: a JSON object within sane bounds
+    (no validator when it is not: the errors say why)."""
     e = Errors()
     facts: dict = {}
     if not isinstance(body, dict):
         e.add("TYPE", None, "le corps doit être un objet JSON")
-        return e, facts
+        return e, facts, None
     if not _check_sanity(body, e, facts):
+        return e, facts, None
+    return e, facts, V(e)
+
+
+def validate_dossier(body: Any) -> tuple[Errors, dict]:
+    """Returns (errors, facts) — facts holds the parsed values the engine needs."""
+    e, facts, v = _begin(body)
+    if v is None:
         return e, facts
-    v = V(e)
     facts["numeroInterne"] = v.string(body, "numeroInterne", "", regex=RE_NI, maxlen=64,
                                       fmt_msg="numeroInterne: 1 à 64 caractères imprimables")
     emp = v.obj(body, "employeur", "")
@@ -345,14 +353,9 @@ def validate_dossier(body: Any) -> tuple[Errors, dict]:
 
 
 def validate_convention(body: Any) -> tuple[Errors, dict]:
-    e = Errors()
-    facts: dict = {}
-    if not isinstance(body, dict):
-        e.add("TYPE", None, "le corps doit être un objet JSON")
+    e, facts, v = _begin(body)
+    if v is None:
         return e, facts
-    if not _check_sanity(body, e, facts):
-        return e, facts
-    v = V(e)
     facts["numeroInterneDossier"] = v.string(body, "numeroInterneDossier", "", regex=RE_NI, maxlen=64)
     emp = v.obj(body, "employeur", "")
     if emp is not None:
@@ -371,14 +374,9 @@ def validate_convention(body: Any) -> tuple[Errors, dict]:
 
 
 def validate_facture(body: Any) -> tuple[Errors, dict]:
-    e = Errors()
-    facts: dict = {}
-    if not isinstance(body, dict):
-        e.add("TYPE", None, "le corps doit être un objet JSON")
+    e, facts, v = _begin(body)
+    if v is None:
         return e, facts
-    if not _check_sanity(body, e, facts):
-        return e, facts
-    v = V(e)
     facts["numeroInterneFacture"] = v.string(body, "numeroInterneFacture", "", regex=RE_NI, maxlen=64)
     v.string(body, "referenceFactureCFA", "", maxlen=64)
     facts["numeroInterneDossier"] = v.string(body, "numeroInterneDossier", "", regex=RE_NI, maxlen=64)
@@ -391,14 +389,9 @@ def validate_facture(body: Any) -> tuple[Errors, dict]:
 
 
 def validate_rupture(body: Any) -> tuple[Errors, dict]:
-    e = Errors()
-    facts: dict = {}
-    if not isinstance(body, dict):
-        e.add("TYPE", None, "le corps doit être un objet JSON")
+    e, facts, v = _begin(body)
+    if v is None:
         return e, facts
-    if not _check_sanity(body, e, facts):
-        return e, facts
-    v = V(e)
     facts["numeroInterne"] = v.string(body, "numeroInterne", "", regex=RE_NI, maxlen=64)
     facts["dateRupture"] = v.date(body, "dateRupture", "")
     v.string(body, "motif", "", maxlen=500)
@@ -406,14 +399,9 @@ def validate_rupture(body: Any) -> tuple[Errors, dict]:
 
 
 def validate_certificat(body: Any) -> tuple[Errors, dict]:
-    e = Errors()
-    facts: dict = {}
-    if not isinstance(body, dict):
-        e.add("TYPE", None, "le corps doit être un objet JSON")
+    e, facts, v = _begin(body)
+    if v is None:
         return e, facts
-    if not _check_sanity(body, e, facts):
-        return e, facts
-    v = V(e)
     facts["numeroInterneDossier"] = v.string(body, "numeroInterneDossier", "", regex=RE_NI, maxlen=64)
     v.enum(body, "typeCertificat", "", {"Intermediaire", "Final"})
     ech = v.obj(body, "echeance", "")
