@@ -20,6 +20,9 @@ def main() -> int:
     scripts = sorted(Path(__file__).resolve().parent.glob("bench_*.py"))
     if args.only:
         scripts = [s for s in scripts if any(o in s.stem for o in args.only)]
+    from cfa_opco.stack import embedded_pg
+
+    was_running = embedded_pg.is_running()
     failed = []
     for script in scripts:
         t0 = time.perf_counter()
@@ -34,6 +37,8 @@ def main() -> int:
                   "\n".join("#   " + l for l in proc.stderr.splitlines()[-25:]), flush=True)
         else:
             print(f"# {script.stem} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    if not was_running:   # leave nothing running that the benchmarks started
+        embedded_pg.stop()
     return 1 if failed else 0
 
 
