@@ -46,7 +46,13 @@ def airflow_connection(conn_id: str):
             return _CACHE[conn_id]
     from airflow.sdk import BaseHook
 
-    conn = BaseHook.get_connection(conn_id)
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:
+        # outside a task (a command line): the secrets backends and the metadata database
+        from airflow.models.connection import Connection
+
+        conn = Connection.get_connection_from_secrets(conn_id)
     with _CACHE_LOCK:
         if _CACHE_USERS:
             _CACHE[conn_id] = conn

@@ -12,6 +12,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import os
 import logging
 import sys
 import threading
@@ -231,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("-o", "--output", help="file to write (default: stdout)")
     ex.add_argument("--with-payload", action="store_true", help="include the payloads sent (personal data)")
     args = parser.parse_args(argv)
+    if "://" not in args.connector and "AIRFLOW_HOME" not in os.environ:
+        # a connection id from a shell: the project's local Airflow (make airflow-init / make demo)
+        from cfa_opco.stack.airflow_env import apply_env
+
+        apply_env()
     bundle = export_proof_bundle(args.connector, args.numero_interne, include_payload=args.with_payload)
     text = json.dumps(bundle, ensure_ascii=False, indent=2, sort_keys=True)
     if args.output:
