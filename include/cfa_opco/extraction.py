@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from cfa_opco.db.connect import connect
-from cfa_opco.dossier.model import COLUMN_NAMES, COLUMNS
+from cfa_opco.dossier.model import COLUMN_NAMES
 from cfa_opco.sources import Source
 
 log = logging.getLogger(__name__)
@@ -192,17 +192,5 @@ def extract(run_id: str, sources: list[Source], connector: str,
     except BaseException:
         conn.rollback()
         raise
-    finally:
-        conn.close()
-
-
-def staged_numeros(connector: str, run_id: str) -> list[tuple[str, str]]:
-    """(source_id, numero_interne) of a run's batch, in a stable order."""
-    conn = connect(connector)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT source_id, numero_interne FROM staged_dossier WHERE run_id = %s "
-                        "ORDER BY source_id, numero_interne", (run_id,))
-            return cur.fetchall()
     finally:
         conn.close()

@@ -304,45 +304,19 @@ class BatchTransmitter:
         conn.commit()
         return got[0] if got else None
 
-    def _outcome(self, tid: int, status: str, resp=None, message: str | None = None,
-                 erreurs: list | None = None, row: dict | None = None, via: str = "post") -> None:
+    def _outcome(self, tid: int, status: str, resp=None, message: str | None = None) -> None:
+        """Record one intent's outcome (documents, ruptures; dossiers go by chunks)."""
+        erreurs = getattr(resp, "erreurs", None) or None
         conn = self._db()
         with conn.cursor() as cur:
             cur.execute("""UPDATE transmission SET status = %s, attempts = attempts + 1,
                                sent_at = COALESCE(sent_at, now()), completed_at = CASE WHEN %s <> 'PENDING' THEN now() END,
                                http_status = %s, numero_externe = %s, numero_deca = %s, erreurs = %s, message = %s
-                           WHERE id = %s RETURNING operation""",
+                           WHERE id = %s""",
                         (status, status, getattr(resp, "status", None), getattr(resp, "numero_externe", None),
                          getattr(resp, "numero_deca", None),
-                         json.dumps(erreurs if erreurs is not None else (getattr(resp, "erreurs", None) or None),
-                                    ensure_ascii=False) if (erreurs or getattr(resp, "erreurs", None)) else None,
-                         message, tid))
-            operation = cur.fetchone()[0]
-            if status == SENT and row is not None and operation == OP_DOSSIER:
-                self._record_received(cur, row, resp, via)
+                         json.dumps(erreurs, ensure_ascii=False) if erreurs else None, message, tid))
         conn.commit()
-
-    def _record_received(self, cur, row: dict, resp, via: str) -> None:
-        body = getattr(resp, "body", None) or {}
-        etat = getattr(resp, "etat", None) or body.get("etat") or "TRANSMIS"
-        etat_at = body.get("dateEtat")
-        cur.execute("""
-            INSERT INTO opco_dossier (source_id, numero_interne, opco_code, cfa_siren, conn_id, nature,
-                numero_externe, numero_deca, etat, etat_at, first_run_id, sent_at, last_checked_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())
-            ON CONFLICT (source_id, numero_interne) DO UPDATE
-               SET numero_externe = COALESCE(EXCLUDED.numero_externe, opco_dossier.numero_externe),
-                   numero_deca = COALESCE(EXCLUDED.numero_deca, opco_dossier.numero_deca),
-                   last_checked_at = now()""",
-            (row["source_id"], row["numero_interne"], row["opco_code"], row["cfa_siren"], self.conn_id,
-             row["nature"], getattr(resp, "numero_externe", None), getattr(resp, "numero_deca", None),
-             etat, etat_at, self.run_id))
-        cur.execute("""INSERT INTO opco_state_change (source_id, numero_interne, opco_code, etat, etat_at, via)
-                       VALUES (%s, %s, %s, %s, %s, %s)""",
-                    (row["source_id"], row["numero_interne"], row["opco_code"], etat, etat_at, via))
-        cur.execute("""UPDATE dossier_registry SET transmitted_hash = %s, transmitted_at = now()
-                       WHERE source_id = %s AND numero_interne = %s""",
-                    (row["content_hash"], row["source_id"], row["numero_interne"]))
 
     def _mark_registry(self, row: dict) -> None:
         conn = self._db()
