@@ -390,7 +390,11 @@ class BatchTransmitter:
                 return job
             except OpcoUnavailable as exc:
                 last_error = str(exc)
-                must_check = True
+                # reading back cannot tell a forced resend from the copy the OPCO already
+                # holds: a forced resend is simply sent again (after a pause)
+                must_check = not job.row["forced"]
+                if not must_check:
+                    time.sleep(min(30.0, self.retry_base * 2 ** attempt) * random.random())
                 continue
             job.resp = resp
             if resp.ok:
