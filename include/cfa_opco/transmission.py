@@ -14,7 +14,9 @@ loses one; the OPCO's own idempotency is a second net, not the first.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
+import hashlib
 import json
 import logging
 import threading
@@ -25,6 +27,7 @@ import psycopg2.extras
 from cfa_opco.db.connect import connect
 from cfa_opco.dossier.model import NATURE_AVENANT
 from cfa_opco.dossier.payload import build_payload, payload_hash
+from cfa_opco.providers.opco.proofs import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +124,14 @@ def plan(run_id: str, connector: str, *, router=None, only_opco: str | None = No
 
 
 def planned_batches(run_id: str, connector: str, opco_code: str) -> list[dict]:
-    """The (OPCO, SIREN) batches of one OPCO in a planned run (what its mapped task expands over)."""
+    """The (OPCO, SIREN) batches of one OPCO in a planned run (what its mapped task expands
+    over), largest first: the longest tasks start first, the run ends sooner."""
     conn = connect(connector, application_name="cfa_opco.plan")
     try:
         with conn.cursor() as cur:
             cur.execute("""SELECT conn_id, cfa_siren, count(*) FROM transmission_plan
                            WHERE run_id = %s AND opco_code = %s AND decision = 'ROUTED'
-                           GROUP BY 1, 2 ORDER BY 1""", (run_id, opco_code))
+                           GROUP BY 1, 2 ORDER BY 3 DESC, 1""", (run_id, opco_code))
             return [{"conn_id": c, "opco": opco_code, "siren": s, "count": n} for c, s, n in cur.fetchall()]
     finally:
         conn.close()
@@ -200,6 +204,7 @@ class _Job:
     """One dossier on its way: its intent's id, and what came back."""
     row: dict
     payload: dict
+    body: bytes                     # canonical JSON: what is hashed, kept in the ledger and sent
     digest: str
     tid: int | None = None
     resolve: bool = False           # intent found in doubt: read the OPCO before sending
@@ -266,21 +271,23 @@ class BatchTransmitter:
 
     def _load(self) -> tuple[list[dict], dict[tuple, list[dict]]]:
         conn = self._db()
-        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        with conn.cursor() as cur:   # plain tuples made dicts: RealDictRow is slow to fill
             cur.execute("""SELECT p.forced, p.force_reason, p.opco_code, p.cfa_siren, s.*
                            FROM transmission_plan p
                            JOIN staged_dossier s USING (run_id, source_id, numero_interne)
                            WHERE p.run_id = %s AND p.conn_id = %s AND p.decision = 'ROUTED'
                            ORDER BY (s.nature = %s), s.numero_interne""",
                         (self.run_id, self.conn_id, NATURE_AVENANT))
-            rows = cur.fetchall()
+            cols = [d[0] for d in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
             cur.execute("""SELECT t.* FROM transmission t
                            JOIN transmission_plan p ON p.source_id = t.source_id
                             AND p.numero_interne = t.numero_interne
                            WHERE p.run_id = %s AND p.conn_id = %s ORDER BY t.id""",
                         (self.run_id, self.conn_id))
+            cols = [d[0] for d in cur.description]
             ledger: dict[tuple, list[dict]] = {}
-            for t in cur.fetchall():
+            for t in (dict(zip(cols, r)) for r in cur.fetchall()):
                 ledger.setdefault((t["source_id"], t["numero_interne"], t["operation"]), []).append(t)
         conn.commit()
         return rows, ledger
@@ -378,7 +385,7 @@ class BatchTransmitter:
                     return job
                 must_check = False
             try:
-                resp = self.send_hook.send_dossier(job.payload)
+                resp = self.send_hook.send_dossier(job.payload, encoded=job.body)
             except OpcoRouteNotServed as exc:
                 job.status, job.message = BLOCKED, str(exc)
                 return job
@@ -426,8 +433,9 @@ class BatchTransmitter:
                     self.result.add("deferred")
                     continue
             payload = build_payload(row, deca)
-            digest = payload_hash(payload)
-            job = _Job(row, payload, digest)
+            body = canonical_json(payload)
+            digest = hashlib.sha256(body).hexdigest()
+            job = _Job(row, payload, body, digest)
             if self.dry_run:
                 job.status = DRY_RUN
                 intents.append(job)
@@ -455,7 +463,7 @@ class BatchTransmitter:
             conn = self._db()
             with conn.cursor() as cur:
                 values = [(self.run_id, j.row["source_id"], j.row["numero_interne"], OP_DOSSIER, j.row["opco_code"],
-                           j.row["cfa_siren"], self.conn_id, j.digest, json.dumps(j.payload, ensure_ascii=False),
+                           j.row["cfa_siren"], self.conn_id, j.digest, j.body.decode(),
                            DRY_RUN if self.dry_run else PENDING, bool(j.row["forced"]),
                            j.row.get("force_reason") if j.row["forced"] else None,
                            "dry run: payload built and checked, nothing sent" if self.dry_run else None)
@@ -560,16 +568,33 @@ class BatchTransmitter:
                 self.result.add("in_doubt")
                 self.result.error(j.row["numero_interne"], j.message or "")
 
-    def _run_chunk(self, pool: cf.ThreadPoolExecutor, rows: list[dict], ledger: dict) -> None:
+    def _start_chunk(self, pool: cf.ThreadPoolExecutor, rows: list[dict], ledger: dict) -> tuple[list, list]:
+        """Commit a chunk's intents, then queue its sends (they leave while the caller goes on)."""
         jobs = self._prepare_chunk(rows, ledger)
-        to_send = [j for j in jobs if j.status is None]
-        for fut in [pool.submit(self._http_send, j) for j in to_send]:
+        queue = collections.deque(j for j in jobs if j.status is None)
+        # a few drainers share the chunk's queue (cheaper than one future per dossier)
+        return jobs, [pool.submit(self._drain, queue) for _ in range(min(self.max_workers, len(queue)))]
+
+    def _drain(self, queue: collections.deque) -> None:
+        while True:
+            try:
+                job = queue.popleft()
+            except IndexError:
+                return
+            self._http_send(job)
+
+    def _finish_chunk(self, pool: cf.ThreadPoolExecutor, jobs: list, futures: list, ledger: dict) -> list:
+        """Wait for a chunk's sends, record their outcomes, queue the documents of the dossiers
+        the OPCO now holds (and those a crash may have left behind); return their futures."""
+        for fut in futures:
             fut.result()
         self._record_chunk(jobs)
-        # documents once the OPCO holds the dossier (and those a crash may have left behind)
-        attach = [j.row for j in jobs if j.status in (SENT, "ALREADY_SENT")
-                  and self._pieces.get((j.row["source_id"], j.row["numero_interne"]))]
-        for fut, row in [(pool.submit(self._send_pieces, r, ledger), r) for r in attach]:
+        return [(pool.submit(self._send_pieces, j.row, ledger), j.row) for j in jobs
+                if j.status in (SENT, "ALREADY_SENT")
+                and self._pieces.get((j.row["source_id"], j.row["numero_interne"]))]
+
+    def _wait_pieces(self, pieces: list) -> None:
+        for fut, row in pieces:
             try:
                 fut.result()
             except Exception as exc:   # a document failing never fails the batch
@@ -626,8 +651,6 @@ class BatchTransmitter:
             if content is None:
                 self.result.error(row["numero_interne"], f"pièce {piece['nom_fichier']} illisible : {piece['error']}")
                 continue
-            import hashlib
-
             digest = hashlib.sha256(content).hexdigest()
             meta = {"typeFichier": piece["type_piece"], "nomFichier": piece["nom_fichier"],
                     "objets": [{"typeObjet": "DOSSIER", "idObjet": row["numero_interne"]}], "sha256": digest}
@@ -698,13 +721,22 @@ class BatchTransmitter:
             contracts = [r for r in rows if r["nature"] != NATURE_AVENANT]
             avenants = [r for r in rows if r["nature"] == NATURE_AVENANT]
             # avenants after the contracts they amend: they need the contract's numéro DECA.
-            # Chunks: one committed statement for the intents, sends in parallel, one for outcomes
+            # By chunks: one committed statement for the intents, the sends in parallel, one
+            # transaction for the outcomes. The next chunk is prepared and queued while the
+            # current one is on the wire, so the threads never wait for the database.
+            pieces: list = []
             with cf.ThreadPoolExecutor(max_workers=self.max_workers) as pool:
                 for group in (contracts, avenants):
+                    inflight: collections.deque = collections.deque()
                     for i in range(0, len(group), self.chunk_size):
                         if self._stop.is_set():
                             break
-                        self._run_chunk(pool, group[i:i + self.chunk_size], ledger)
+                        inflight.append(self._start_chunk(pool, group[i:i + self.chunk_size], ledger))
+                        if len(inflight) > 1:
+                            pieces += self._finish_chunk(pool, *inflight.popleft(), ledger)
+                    while inflight:   # the group is done before the next starts
+                        pieces += self._finish_chunk(pool, *inflight.popleft(), ledger)
+                self._wait_pieces(pieces)
         finally:
             if self.recorder is not None:
                 self.recorder.flush()

@@ -14,22 +14,20 @@ _PERSON_BLOCKS = ("maitre2",)
 def _json_value(value: Any, typ: str) -> Any:
     if value is None or (isinstance(value, float) and value != value):
         return None
-    if typ == "date":
-        return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)[:10]
-    if typ == "num":
-        return round(float(value), 2)
-    if typ == "int":
-        return int(value)
-    if typ == "bool":
-        return bool(value)
-    return str(value)
+    return _CONVERT.get(typ, _TEXT)(value)
 
 
-def _set(doc: dict, path: str, value: Any) -> None:
-    keys = path.split(".")
-    for key in keys[:-1]:
-        doc = doc.setdefault(key, {})
-    doc[keys[-1]] = value
+def _date(value: Any) -> str:
+    return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)[:10]
+
+
+_TEXT = str
+_CONVERT = {"date": _date, "num": lambda v: round(float(v), 2), "int": int, "bool": bool}
+
+# (column, parent path, key, converter) of every column sent, resolved once: payloads are
+# built by the thousand per second during transmission
+_PLAN = tuple((c.name, tuple(c.cerfa.split(".")[:-1]), c.cerfa.split(".")[-1], _CONVERT.get(c.type, _TEXT))
+              for c in COLUMNS if c.cerfa)
 
 
 def build_payload(row: Mapping[str, Any], numero_contrat_precedent: str | None = None) -> dict:
@@ -37,9 +35,16 @@ def build_payload(row: Mapping[str, Any], numero_contrat_precedent: str | None =
     reference to the contract it amends when the ERP does not hold it yet (the numéro DECA
     the OPCO gave the base contract, known from the connector's records)."""
     doc: dict = {}
-    for col in COLUMNS:
-        if col.cerfa:
-            _set(doc, col.cerfa, _json_value(row.get(col.name), col.type))
+    get = row.get
+    for name, parents, key, convert in _PLAN:
+        value = get(name)
+        if value is not None and not (isinstance(value, float) and value != value):
+            value = convert(value)
+        target = doc
+        for p in parents:
+            sub = target.get(p)
+            target = sub if sub is not None else target.setdefault(p, {})
+        target[key] = value
     # optional blocks: absent rather than full of nulls
     for block in _PERSON_BLOCKS:
         if not any(v is not None for v in doc[block].values()):

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import hashlib
+import io
 import json
 import os
 import logging
@@ -61,6 +62,17 @@ class ExchangeRecord:
                 for k, v in dataclasses.asdict(self).items()}
 
 
+def _copy_text(value: Any) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return str(value)
+
+
 COLUMNS = ("run_id", "conn_id", "opco_code", "cfa_siren", "method", "route", "numero_interne", "attempt",
            "sent_at", "received_at", "request_sha256", "http_status", "error", "numero_externe",
            "numero_deca", "response_sha256")
@@ -105,15 +117,13 @@ class ProofRecorder:
                 batch, self._buf = self._buf, []
             if not batch:
                 return 0
-            from psycopg2.extras import execute_values
-
             conn = None
             try:
                 conn = self._db()
-                with conn.cursor() as cur:
-                    execute_values(cur, f"INSERT INTO exchange_proof ({', '.join(COLUMNS)}) VALUES %s",
-                                   [tuple(getattr(r, c) for c in COLUMNS) for r in batch],
-                                   page_size=max(len(batch), 1))
+                with conn.cursor() as cur:   # COPY: half the cost of a multi-row INSERT
+                    cur.copy_expert(f"COPY exchange_proof ({', '.join(COLUMNS)}) FROM STDIN",
+                                    io.StringIO("".join("\t".join([_copy_text(getattr(r, c)) for c in COLUMNS]) + "\n"
+                                                        for r in batch)))
                 conn.commit()
             except Exception:
                 if conn is not None and not conn.closed:

@@ -35,6 +35,7 @@ from airflow.sdk import BaseHook
 from ..capabilities import ROUTES, Capabilities, opco_code_from_conn_id
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable, _opco_label
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
+from ..transport import Transport, TransportError, TransportTimeout
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,7 @@ class OpcoHook(BaseHook):
         self.siren: str | None = siren
         self._conn_lock = threading.Lock()
         self._info: dict | None = None
-        self._local = threading.local()
-        self._sessions: list = []
+        self._transport = None
         self._token: tuple[str, float] | None = None
         self._token_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -233,29 +233,20 @@ class OpcoHook(BaseHook):
     def base_url(self) -> str:
         return self._conn_info()["base"]
 
-    def get_conn(self):
-        """The requests.Session of the calling thread (one per thread, pooled connections)."""
-        s = getattr(self._local, "session", None)
-        if s is None:
-            import requests
-            from requests.adapters import HTTPAdapter
-
-            s = requests.Session()
-            s.trust_env = False
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.pool_size, max_retries=0)
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            self._local.session = s
+    def get_conn(self) -> Transport:
+        """The hook's HTTP transport: thread-safe, one keep-alive connection per thread
+        (see :mod:`..transport` for why not requests)."""
+        if self._transport is None:
             with self._conn_lock:
-                self._sessions.append(s)
-        return s
+                if self._transport is None:
+                    self._transport = Transport(self.timeout)
+        return self._transport
 
     def close(self) -> None:
         with self._conn_lock:
-            sessions, self._sessions = self._sessions, []
-        for s in sessions:
-            s.close()
-        self._local = threading.local()
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
 
     def __enter__(self) -> "OpcoHook":
         return self
@@ -305,16 +296,23 @@ class OpcoHook(BaseHook):
     def _exchange(self, method: str, url: str, proof_route: str, *, headers: dict, data=None, files=None,
                   numero_interne: str | None, request_sha256: str | None, attempt: int):
         """One HTTP attempt, recorded. Returns (response, content, None) or (None, None, error text)."""
-        import requests
-
         sent_at = utcnow()
         self._bump("attempts")
+        if files:
+            from urllib3 import encode_multipart_formdata
+
+            fields = dict(data or {})
+            fields.update({name: tuple(f) for name, f in files.items()})
+            data, ctype = encode_multipart_formdata(fields)
+            headers = {**headers, "Content-Type": ctype}
+        elif isinstance(data, dict):    # a form (OAuth2 token)
+            data = urlencode(data).encode()
+            headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
         try:
-            resp = self.get_conn().request(method, url, headers=headers, data=data, files=files,
-                                           timeout=self.timeout, allow_redirects=False)
-            content = resp.content
-        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+            resp = self.get_conn().request(method, url, body=data, headers=headers)
+            content = resp.data
+        except TransportError as exc:
+            kind = "timeout" if isinstance(exc, TransportTimeout) else "connection"
             err = f"{kind}: {type(exc).__name__}"
             self._bump(f"error_{kind}")
             self._record(method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
@@ -327,12 +325,12 @@ class OpcoHook(BaseHook):
                 body = json.loads(content)
             except ValueError:
                 body = None
-        self._bump(f"status_{resp.status_code}")
+        self._bump(f"status_{resp.status}")
         bd = body if isinstance(body, dict) else {}
         self._record(method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
                      sent_at=sent_at, received_at=utcnow(), request_sha256=request_sha256,
-                     http_status=resp.status_code,
-                     error=None if resp.status_code < 400 else self._scrub(_erreurs_text(bd)) or f"HTTP {resp.status_code}",
+                     http_status=resp.status,
+                     error=None if resp.status < 400 else self._scrub(_erreurs_text(bd)) or f"HTTP {resp.status}",
                      numero_externe=_s(bd.get("numeroExterne")), numero_deca=_s(bd.get("numeroDeca")),
                      response_sha256=sha256_hex(content or b""))
         return resp, body, None
@@ -355,7 +353,7 @@ class OpcoHook(BaseHook):
                 info["pacer"].acquire()
                 resp, body, err = self._exchange("POST", info["token_url"], route, headers={"Accept": "application/json"},
                                                  data=form, numero_interne=None, request_sha256=None, attempt=attempt)
-                status = resp.status_code if resp is not None else None
+                status = resp.status if resp is not None else None
                 if status is not None and status < 300 and isinstance(body, dict) and body.get("access_token"):
                     lifetime = float(body.get("expires_in") or 3600)
                     margin = min(60.0, lifetime * 0.1)       # renew shortly before expiry
@@ -396,7 +394,10 @@ class OpcoHook(BaseHook):
 
     # ---- the one entry point ------------------------------------------------------
     def request(self, method: str, route_id: str, *, params: dict | None = None, json_body: Any = None,
-                files: dict | None = None, form: dict | None = None, numero_interne: str | None = None) -> OpcoResponse:
+                files: dict | None = None, form: dict | None = None, numero_interne: str | None = None,
+                encoded: bytes | None = None) -> OpcoResponse:
+        """One call of ``route_id`` (a key of ROUTES), retried as the policy above says.
+        ``encoded``: ``canonical_json(json_body)`` when the caller already holds it."""
         if route_id not in ROUTES:
             raise ValueError(f"route inconnue : {route_id}")
         r_method, path = ROUTES[route_id]
@@ -415,7 +416,7 @@ class OpcoHook(BaseHook):
                         "VERSION": sw["version"], "Accept": "application/json"}
         data, req_sha, upload = None, None, None
         if json_body is not None:
-            data = canonical_json(json_body)
+            data = encoded if encoded is not None else canonical_json(json_body)
             req_sha = sha256_hex(data)
             base_headers["Content-Type"] = "application/json; charset=utf-8"
         elif files is not None or form is not None:
@@ -440,10 +441,10 @@ class OpcoHook(BaseHook):
             resp, body, err = self._exchange(method.upper(), url, proof_route, headers=headers, data=data,
                                              files=upload, numero_interne=numero_interne, request_sha256=req_sha,
                                              attempt=attempt)
-            status = resp.status_code if resp is not None else None
+            status = resp.status if resp is not None else None
             if status == 429:
                 limited += 1
-                wait = parse_retry_after(resp.headers.get("Retry-After"))
+                wait = parse_retry_after(resp.header("Retry-After"))
                 wait = min(wait if wait is not None else self._backoff(limited + 1), 300.0)
                 pacer.penalize(wait)
                 last_err = "HTTP 429"
@@ -476,19 +477,21 @@ class OpcoHook(BaseHook):
             erreurs = bd.get("erreurs") if isinstance(bd.get("erreurs"), list) else []
             if status >= 400:
                 log.info("OPCO %s %s: HTTP %s (%d erreur(s))", info["code"], route_id, status, len(erreurs))
-            return OpcoResponse(status=status, body=body, headers=dict(resp.headers), erreurs=erreurs,
+            return OpcoResponse(status=status, body=body, headers=resp.headers, erreurs=erreurs,
                                 numero_externe=_s(bd.get("numeroExterne")), numero_deca=_s(bd.get("numeroDeca")),
                                 etat=_s(bd.get("etat")), date_etat=_s(bd.get("dateEtat")), route_id=route_id,
                                 attempts=attempt)
 
     # ---- routes ----------------------------------------------------------------------
-    def send_dossier(self, payload: dict) -> OpcoResponse:
-        """POST the dossier on v2 when the OPCO serves it, else v1 (OpcoRouteNotServed when neither)."""
+    def send_dossier(self, payload: dict, *, encoded: bytes | None = None) -> OpcoResponse:
+        """POST the dossier on v2 when the OPCO serves it, else v1 (OpcoRouteNotServed when neither).
+        ``encoded``: the payload's canonical JSON, when already built (it is what is hashed and sent)."""
         route = self.capabilities.contract_route()
         if route is None:
             self._bump("not_served")
             raise OpcoRouteNotServed(self.capabilities.code, "dossiers")
-        return self.request("POST", route, json_body=payload, numero_interne=payload.get("numeroInterne"))
+        return self.request("POST", route, json_body=payload, numero_interne=payload.get("numeroInterne"),
+                            encoded=encoded)
 
     def get_dossier(self, numero_interne: str) -> OpcoResponse:
         return self.request("GET", "dossier_read_v2", params={"numeroInterne": numero_interne},
