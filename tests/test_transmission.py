@@ -200,3 +200,29 @@ def test_forced_resend_needs_a_reason_and_is_kept_in_the_ledger(staged):
     rows = _q(staged["connector"], """SELECT forced, force_reason FROM transmission
                                       WHERE numero_interne = %s AND operation = 'DOSSIER' ORDER BY id""", (numero,))
     assert rows[-1][0] is True and "OPCO a perdu le dossier" in rows[-1][1]
+
+
+def test_an_unforeseen_error_on_one_dossier_leaves_it_in_doubt_and_the_batch_goes_on(staged):
+    from cfa_opco.providers.opco.hooks.opco import OpcoHook
+
+    planned = plan(RUN, staged["connector"])
+    batch = max((b for bs in planned["batches"].values() for b in bs), key=lambda b: b["count"])
+    victim = _q(staged["connector"], """SELECT numero_interne FROM transmission_plan WHERE run_id = %s
+                                        AND conn_id = %s AND decision = 'ROUTED' AND nature = 'CONTRAT'
+                                        ORDER BY numero_interne LIMIT 1""", (RUN, batch["conn_id"]))[0][0]
+
+    class Broken(OpcoHook):   # a fault the code does not foresee, on one dossier
+        def send_dossier(self, payload, **kw):
+            if payload["numeroInterne"] == victim:
+                raise RuntimeError("boom")
+            return super().send_dossier(payload, **kw)
+
+    first = transmit_batch(RUN, staged["connector"], batch["conn_id"], hook=OpcoHook(batch["conn_id"]),
+                           send_hook=Broken(batch["conn_id"], max_attempts=1), max_workers=4)
+    assert first["in_doubt"] == 1 and first["sent"] >= batch["count"] // 2
+    status, message = _q(staged["connector"], """SELECT status, message FROM transmission
+                                                 WHERE numero_interne = %s""", (victim,))[0]
+    assert status == "PENDING" and "RuntimeError" in message
+    again = transmit_batch(RUN, staged["connector"], batch["conn_id"], max_workers=4, retry_base=0.01)
+    assert again["sent"] == 1 and again["in_doubt"] == 0     # read back (absent), then sent
+    assert _creations(staged["sandbox"]).get(victim) == 1 and max(_creations(staged["sandbox"]).values()) == 1

@@ -581,7 +581,11 @@ class BatchTransmitter:
                 job = queue.popleft()
             except IndexError:
                 return
-            self._http_send(job)
+            try:
+                self._http_send(job)
+            except Exception as exc:   # unforeseen: the intent stays in doubt, the batch goes on
+                log.exception("sending %s", job.row["numero_interne"])
+                job.status, job.message = PENDING, f"erreur inattendue à l'envoi : {type(exc).__name__}"
 
     def _finish_chunk(self, pool: cf.ThreadPoolExecutor, jobs: list, futures: list, ledger: dict) -> list:
         """Wait for a chunk's sends, record their outcomes, queue the documents of the dossiers

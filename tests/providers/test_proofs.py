@@ -67,6 +67,21 @@ def test_every_attempt_is_recorded_even_without_answer(opco_conn, sandbox, conne
         rows(connector_dsn, "DELETE FROM exchange_proof")
 
 
+def test_recorder_copies_any_text_exactly(connector_dsn):
+    """Proofs go by COPY: tabs, newlines, backslashes and accents come back as recorded."""
+    tricky = "a\tb\nc\\N \\ d\r é ; ' \""
+    now = dt.datetime.now(dt.timezone.utc)
+    with ProofRecorder(connector_dsn) as rec:
+        rec(ExchangeRecord(conn_id="c", opco_code="atlas", method="GET", route=f"/v1/x?q={tricky}",
+                           sent_at=now, numero_interne="COPY-1", error=tricky, http_status=None))
+        rec(ExchangeRecord(conn_id="c", opco_code="atlas", method="GET", route="/v1/status", sent_at=now,
+                           received_at=now, numero_interne="COPY-2", http_status=200, attempt=3))
+    got = rows(connector_dsn, """SELECT route, error, http_status, received_at, attempt, sent_at FROM exchange_proof
+                                 WHERE numero_interne LIKE 'COPY-%%' ORDER BY numero_interne""")
+    assert got[0][:4] == (f"/v1/x?q={tricky}", tricky, None, None)
+    assert got[1][2:5] == (200, now, 3) and got[0][5] == now
+
+
 def test_recorder_keeps_records_when_the_database_fails(tmp_path):
     rec = ProofRecorder("postgresql://nobody@127.0.0.1:1/none", flush_every=1000)
     rec(ExchangeRecord(conn_id="c", opco_code="atlas", method="GET", route="/v1/status",

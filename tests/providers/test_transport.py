@@ -12,6 +12,8 @@ import pytest
 
 from cfa_opco.providers.opco.transport import Transport, TransportError, TransportTimeout
 
+SOFTWARE = {"editeur": "cfa-opco-tests", "logiciel": "cfa-opco-connector", "version": "0.1.0"}
+
 
 def _read_request(conn: socket.socket, buf: bytearray) -> bytes | None:
     """One request (head + Content-Length body) from ``buf``/``conn``; None at EOF."""
@@ -226,3 +228,102 @@ def test_tls_checks_the_certificate_and_the_host_name(tmp_path):
             Transport(timeout=5, ca_certs=cert).request("GET", f"https://127.0.0.1:{port}/")
         with pytest.raises(TransportError, match="TLS"):   # an unknown authority
             Transport(timeout=5).request("GET", f"https://localhost:{port}/")
+
+
+@contextmanager
+def connect_proxy(expect_auth: str | None = None):
+    """A CONNECT proxy relaying bytes both ways; refuses with 407 when credentials differ."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    seen: list[bytes] = []
+
+    def relay(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def handle(client):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        seen.append(head)
+        target = head.split(b" ")[1].decode()
+        if expect_auth and f"Proxy-Authorization: {expect_auth}".encode() not in head:
+            client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+            return
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((host if host != "localhost" else "127.0.0.1", int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=relay, args=(upstream, client), daemon=True).start()
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield srv.getsockname()[1], seen
+    finally:
+        srv.close()
+
+
+def test_https_through_a_connect_proxy_with_credentials(tmp_path):
+    import base64
+
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    auth = "Basic " + base64.b64encode(b"cfa:s3cr\xc3\xa9t").decode()
+    with scripted_server([OK, OK], tls=ctx) as (port, state), connect_proxy(auth) as (pport, seen):
+        t = Transport(timeout=5, ca_certs=cert, proxy=f"http://cfa:s3cr%C3%A9t@127.0.0.1:{pport}")
+        assert t.request("POST", f"https://localhost:{port}/v2/dossiers", body=b"{}").status == 200
+        assert t.request("GET", f"https://localhost:{port}/v1/status").data == b'{"ok":true}'
+        assert len(seen) == 1 and seen[0].startswith(f"CONNECT localhost:{port} HTTP/1.1".encode())
+        assert state["requests"][0].startswith(b"POST /v2/dossiers HTTP/1.1")   # end to end in the tunnel
+        with pytest.raises(TransportError, match="407"):
+            Transport(timeout=5, ca_certs=cert, proxy=f"http://cfa:wrong@127.0.0.1:{pport}").request(
+                "GET", f"https://localhost:{port}/")
+
+
+def test_plain_http_through_a_proxy_uses_absolute_urls():
+    with scripted_server([OK]) as (pport, state):   # the scripted server plays the proxy
+        t = Transport(timeout=5, proxy=f"127.0.0.1:{pport}")
+        assert t.request("GET", "http://opco.example:8080/ApiEchangeCFA/v1/status?x=1").status == 200
+        assert state["requests"][0].startswith(
+            b"GET http://opco.example:8080/ApiEchangeCFA/v1/status?x=1 HTTP/1.1\r\nHost: opco.example:8080\r\n")
+    with pytest.raises(ValueError):
+        Transport(proxy="socks5://127.0.0.1:1080")
+
+
+def test_the_hook_goes_through_the_proxy_of_its_connection(opco_conn, sandbox):
+    from cfa_opco.providers.opco.hooks.opco import OpcoHook
+
+    # the connection's proxy is used: for plain http the request goes to the proxy with an
+    # absolute URL; the sandbox itself can play that proxy (uvicorn accepts absolute targets)
+    conn_id = opco_conn("atlas", proxy=f"http://127.0.0.1:{sandbox.port}")
+    hook = OpcoHook(conn_id, software=SOFTWARE)
+    assert hook.status().ok
+    assert hook.get_conn()._proxy[:2] == ("127.0.0.1", sandbox.port)
+    bad = OpcoHook(opco_conn("atlas", proxy="http://127.0.0.1:9"), software=SOFTWARE, max_attempts=1)
+    from cfa_opco.providers.opco.exceptions import OpcoUnavailable
+
+    with pytest.raises(OpcoUnavailable):     # the proxy is down: nothing reaches the OPCO
+        bad.status()

@@ -5,8 +5,8 @@
     resp = hook.send_dossier(payload)          # OpcoResponse: status, body, erreurs, numero_deca...
 
 Connection (type http): host = base URL ending in /ApiEchangeCFA, password = the key,
-extra: siren, rate_limit_per_second (optional), and for AKTO oauth_client_id,
-oauth_client_secret, oauth_token_path (or oauth_token_url).
+extra: siren, rate_limit_per_second (optional), proxy (optional, http://[user:pw@]host:port),
+and for AKTO oauth_client_id, oauth_client_secret, oauth_token_path (or oauth_token_url).
 
 Policy: 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
 retried); 401/403 raise OpcoAuthError; 429 waits Retry-After (all threads of the key pause and
@@ -220,7 +220,8 @@ class OpcoHook(BaseHook):
             self._info = {"base": base, "key": conn.password, "siren": siren, "code": code,
                           "caps": Capabilities.for_opco(code), "software": sw,
                           "client_id": extra.get("oauth_client_id"), "client_secret": extra.get("oauth_client_secret"),
-                          "token_url": token_url, "pacer": pacer_for(conn.password, base, rate), "rate": rate}
+                          "token_url": token_url, "pacer": pacer_for(conn.password, base, rate), "rate": rate,
+                          "proxy": extra.get("proxy") or None}
             return self._info
 
     @property
@@ -237,9 +238,10 @@ class OpcoHook(BaseHook):
         """The hook's HTTP transport: thread-safe, one keep-alive connection per thread
         (see :mod:`..transport` for why not requests)."""
         if self._transport is None:
+            proxy = self._conn_info()["proxy"]
             with self._conn_lock:
                 if self._transport is None:
-                    self._transport = Transport(self.timeout)
+                    self._transport = Transport(self.timeout, proxy=proxy)
         return self._transport
 
     def close(self) -> None:
