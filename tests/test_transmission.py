@@ -226,3 +226,27 @@ def test_an_unforeseen_error_on_one_dossier_leaves_it_in_doubt_and_the_batch_goe
     again = transmit_batch(RUN, staged["connector"], batch["conn_id"], max_workers=4, retry_base=0.01)
     assert again["sent"] == 1 and again["in_doubt"] == 0     # read back (absent), then sent
     assert _creations(staged["sandbox"]).get(victim) == 1 and max(_creations(staged["sandbox"]).values()) == 1
+
+
+def test_short_gil_slices_while_batches_run_then_restored():
+    import threading
+
+    from cfa_opco.transmission import _short_gil_slices
+
+    before = sys.getswitchinterval()
+    inside, release = threading.Event(), threading.Event()
+
+    def batch():
+        with _short_gil_slices():
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=batch)
+    t.start()
+    inside.wait(5)
+    with _short_gil_slices():            # a second batch in the same process
+        assert sys.getswitchinterval() == 0.001
+    assert sys.getswitchinterval() == 0.001   # the first one still runs
+    release.set()
+    t.join()
+    assert sys.getswitchinterval() == before

@@ -79,10 +79,11 @@ class _Conn:
         """An idle keep-alive connection that is readable was closed by the server
         (or holds stray bytes): either way it cannot carry a new request."""
         try:
-            r, _, _ = select.select([self.sock], [], [], 0)
+            poller = select.poll()   # not select(): no limit on the descriptor's number
+            poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(r)
 
 
 class Transport:
