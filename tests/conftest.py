@@ -69,6 +69,10 @@ def pg_server():
     conn.close()
     yield settings.PG_HOST, settings.PG_PORT
     if started:   # leave nothing running that the tests started
+        import sys
+
+        if "airflow.settings" in sys.modules:   # close Airflow's sessions first: its exit hook
+            sys.modules["airflow.settings"].dispose_orm()   # would roll back on a stopped server
         embedded_pg.stop()
 
 

@@ -158,7 +158,7 @@ class OpcoHook(BaseHook):
                  timeout: float | tuple = (3.05, 30), max_attempts: int = 6, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, rate_limit_per_second: float | None = None,
                  proof_sink: Callable[[ExchangeRecord], None] | None = None, run_id: str | None = None,
-                 max_rate_limited: int | None = None, pool_size: int = 16):
+                 max_rate_limited: int | None = None):
         super().__init__()
         self.opco_conn_id = opco_conn_id
         self._software_arg = software
@@ -169,7 +169,6 @@ class OpcoHook(BaseHook):
         self._rate_arg = rate_limit_per_second
         self.proof_sink = proof_sink
         self.run_id = run_id
-        self.pool_size = pool_size
         code, siren = opco_code_from_conn_id(opco_conn_id)
         self.opco_code: str | None = code
         self.siren: str | None = siren
