@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from cfa_opco import settings
-from cfa_opco.db.connect import connection
 from cfa_opco.sandbox.testing import run_sandbox
 from tests import transmission_env
 from tests.conftest import make_database
+from tests.helpers import rows
 
 PROJECT = settings.PROJECT_DIR
 
@@ -28,12 +28,6 @@ def airflow_db(pg_server):
     airflow_env.run_airflow(["db", "migrate"], quiet=True)
     cfg = airflow_settings.load(PROJECT / "airflow_settings.yaml")
     airflow_settings.apply_to_metadata_db(airflow_settings.AirflowSettings(pools=cfg.pools))
-
-
-def _rows(dsn, sql, args=None):
-    with connection(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
 
 
 def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
@@ -68,33 +62,33 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
         summary = json.loads(next((reports / "runs").glob("*.summary.json")).read_text())
         assert summary["run_id"] == run_id
         # the summary is the ledger's truth
-        ledger = dict(_rows(connector, """SELECT status, count(DISTINCT numero_interne) FROM transmission
-                                          WHERE run_id = %s AND operation = 'DOSSIER' GROUP BY 1""", (run_id,)))
+        ledger = dict(rows(connector, """SELECT status, count(DISTINCT numero_interne) FROM transmission
+                                          WHERE run_id = %s AND operation = 'DOSSIER' GROUP BY 1""", run_id))
         assert summary["transmitted"] == ledger["SENT"] > 1500
         assert summary["extracted"] == 2000
         assert summary["passed_quality"] + summary["quarantined"] == 2000
         # every seeded defect quarantined, no clean dossier quarantined
-        truth = {n for (n,) in _rows(seeded_erp["erp_main"], "SELECT numero_interne FROM seed_ground_truth")}
-        quarantined = {n for (n,) in _rows(connector, """SELECT numero_interne FROM quality_verdict
-                                                         WHERE run_id = %s AND verdict = 'QUARANTINE'""", (run_id,))}
+        truth = {n for (n,) in rows(seeded_erp["erp_main"], "SELECT numero_interne FROM seed_ground_truth")}
+        quarantined = {n for (n,) in rows(connector, """SELECT numero_interne FROM quality_verdict
+                                                         WHERE run_id = %s AND verdict = 'QUARANTINE'""", run_id)}
         assert quarantined == truth
         # every clean dossier: decided by the OPCO, or incomplete (documents), or reported with a reason
-        states = dict(_rows(connector, """SELECT numero_interne, etat FROM opco_dossier WHERE first_run_id = %s""",
-                            (run_id,)))
-        incomplete = {n for (n,) in _rows(connector, """SELECT numero_interne FROM opco_dossier
+        states = dict(rows(connector, """SELECT numero_interne, etat FROM opco_dossier WHERE first_run_id = %s""",
+                            run_id))
+        incomplete = {n for (n,) in rows(connector, """SELECT numero_interne FROM opco_dossier
                                                         WHERE anomalies IS NOT NULL AND anomalies::text <> '[]'""")}
         undecided = {n: e for n, e in states.items() if e not in ("ENGAGE", "REFUSE") and n not in incomplete}
         assert not undecided, list(undecided.items())[:5]
         assert summary["accepted"] == sum(1 for e in states.values() if e == "ENGAGE") > 1000
         assert summary["refused"] == sum(1 for e in states.values() if e == "REFUSE") > 0
-        reported = {n for (n,) in _rows(connector, """SELECT numero_interne FROM transmission_plan
-                                                       WHERE run_id = %s AND decision <> 'ROUTED'""", (run_id,))}
-        clean = {n for (n,) in _rows(connector, "SELECT numero_interne FROM staged_dossier WHERE run_id = %s",
-                                     (run_id,))} - truth
+        reported = {n for (n,) in rows(connector, """SELECT numero_interne FROM transmission_plan
+                                                       WHERE run_id = %s AND decision <> 'ROUTED'""", run_id)}
+        clean = {n for (n,) in rows(connector, "SELECT numero_interne FROM staged_dossier WHERE run_id = %s",
+                                     run_id)} - truth
         unaccounted = clean - set(states) - reported
-        rejected = {n for (n,) in _rows(connector, """SELECT numero_interne FROM transmission
+        rejected = {n for (n,) in rows(connector, """SELECT numero_interne FROM transmission
                                                        WHERE run_id = %s AND status IN ('REJECTED', 'PENDING')""",
-                                        (run_id,))}
+                                        run_id)}
         assert unaccounted <= rejected and len(rejected) < 0.02 * len(clean), sorted(unaccounted)[:10]
         # exactly once, as the sandbox counts it
         from cfa_opco.opcos import opco_codes
@@ -102,10 +96,10 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
         for code in opco_codes():
             assert sbx.creations(code)["duplicates"] == [], code
         # decisions written back to the ERP that allows it (state, numéro DECA, refusal reasons)
-        written = _rows(seeded_erp["erp_main"], """SELECT count(*) FILTER (WHERE etat_opco = 'ENGAGE'),
+        written = rows(seeded_erp["erp_main"], """SELECT count(*) FILTER (WHERE etat_opco = 'ENGAGE'),
                                                           count(*) FILTER (WHERE numero_deca IS NOT NULL)
                                                    FROM contrat""")[0]
         assert written[0] > 500 and written[1] > 500
-        assert _rows(seeded_erp["erp_main"], "SELECT count(*) FROM retour_opco WHERE etat = 'REFUSE'")[0][0] > 0
+        assert rows(seeded_erp["erp_main"], "SELECT count(*) FROM retour_opco WHERE etat = 'REFUSE'")[0][0] > 0
         # the reports exist and are linked from the summary
         assert summary["reports"] and Path(summary["reports"]).exists()

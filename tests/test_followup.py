@@ -11,9 +11,8 @@ from cfa_opco.followup import pending_for_run, run_summary, sync_states
 from cfa_opco.providers.opco.hooks.opco import OpcoHook
 from cfa_opco.sandbox.seed import sample_dossier
 from cfa_opco.sandbox.testing import run_sandbox
+from tests.helpers import SIREN, SOFTWARE, rows
 
-SIREN = "775672272"
-SOFTWARE = {"editeur": "cfa-opco-tests", "logiciel": "cfa-opco-connector", "version": "0.1.0"}
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +60,6 @@ def record_sent(dsn: str, conn_id: str, opco: str, responses: list, run_id: str 
     conn.close()
 
 
-def q(dsn: str, sql: str, *args):
-    conn = psycopg2.connect(dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
-
-
 def send_three(sbx, opco: str, prefix: str) -> list:
     """A dossier left incomplete, one completed by its convention, one refused (apprentice too old)."""
     h = OpcoHook(sbx.conn(opco), software=SOFTWARE)
@@ -95,7 +85,7 @@ def test_states_move_and_are_recorded_once(sbx, connector_dsn, opco, via):
     sbx.advance_clock(6)
     r1 = sync_states(connector_dsn, lag_seconds=0, writeback=lambda src, rows: written.append((src, rows)))
     assert r1["changes"] == 3 and r1["by_etat"] == {"EN_COURS_INSTRUCTION": 3}, r1
-    inc = q(connector_dsn, "SELECT etat, anomalies FROM opco_dossier WHERE numero_interne=%s", f"FU-{opco}-INC")[0]
+    inc = rows(connector_dsn, "SELECT etat, anomalies FROM opco_dossier WHERE numero_interne=%s", f"FU-{opco}-INC")[0]
     assert inc[0] == "EN_COURS_INSTRUCTION" and inc[1][0]["piece"] == "CONVENTION_FORMATION"
 
     sbx.advance_clock(11)
@@ -104,11 +94,11 @@ def test_states_move_and_are_recorded_once(sbx, connector_dsn, opco, via):
     r3 = sync_states(connector_dsn, lag_seconds=0)
     assert r3["changes"] == 0                                       # nothing new: nothing appended
 
-    states = dict(q(connector_dsn, "SELECT numero_interne, etat FROM opco_dossier"))
+    states = dict(rows(connector_dsn, "SELECT numero_interne, etat FROM opco_dossier"))
     assert states == {f"FU-{opco}-INC": "EN_COURS_INSTRUCTION", f"FU-{opco}-OK": "ENGAGE", f"FU-{opco}-REF": "REFUSE"}
-    hist = q(connector_dsn, "SELECT numero_interne, etat, via FROM opco_state_change WHERE via <> 'post' ORDER BY id")
+    hist = rows(connector_dsn, "SELECT numero_interne, etat, via FROM opco_state_change WHERE via <> 'post' ORDER BY id")
     assert len(hist) == 5 and {h[2] for h in hist} == {via}
-    motifs = q(connector_dsn, "SELECT motifs FROM opco_dossier WHERE numero_interne=%s", f"FU-{opco}-REF")[0][0]
+    motifs = rows(connector_dsn, "SELECT motifs FROM opco_dossier WHERE numero_interne=%s", f"FU-{opco}-REF")[0][0]
     assert motifs and motifs[0]["code"]
     assert sum(len(rows) for _, rows in written) == 5 and {src for src, _ in written} == {"erp_main"}
 
@@ -117,10 +107,10 @@ def test_states_move_and_are_recorded_once(sbx, connector_dsn, opco, via):
     s = run_summary(connector_dsn, "run-A")
     assert (s["accepted"], s["refused"], s["pending"], s["incomplete"], s["total"]) == (1, 1, 1, 1, 3)
     # every request of the sync left a proof of exchange
-    proofs = q(connector_dsn, "SELECT count(*) FROM exchange_proof WHERE conn_id=%s", conn_id)[0][0]
+    proofs = rows(connector_dsn, "SELECT count(*) FROM exchange_proof WHERE conn_id=%s", conn_id)[0][0]
     assert proofs == r0["requests"] + r1["requests"] + r2["requests"] + r3["requests"]
     if via == "etats_v2":
-        wm = q(connector_dsn, "SELECT window_end FROM sync_watermark WHERE conn_id=%s", conn_id)
+        wm = rows(connector_dsn, "SELECT window_end FROM sync_watermark WHERE conn_id=%s", conn_id)
         assert wm and wm[0][0] > dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=15)   # sandbox clock
 
 
@@ -147,11 +137,11 @@ def test_watermark_not_advanced_when_the_window_is_not_fully_read(sbx, connector
     r = sync_states(connector_dsn, lag_seconds=0,
                     hook_factory=lambda cid: OpcoHook(cid, max_attempts=2, backoff_base=0.01))
     assert conn_id in r["errors"] and "ne répond pas" in r["errors"][conn_id]
-    assert q(connector_dsn, "SELECT count(*) FROM sync_watermark")[0][0] == 0
+    assert rows(connector_dsn, "SELECT count(*) FROM sync_watermark")[0][0] == 0
     sbx.clear_faults()
     r = sync_states(connector_dsn, lag_seconds=0)
     assert r["errors"] == {} and r["changes"] == 1                    # TRANSMIS -> EN_COURS (instant)
-    assert q(connector_dsn, "SELECT count(*) FROM sync_watermark")[0][0] == 1
+    assert rows(connector_dsn, "SELECT count(*) FROM sync_watermark")[0][0] == 1
 
 
 def test_stale_open_dossiers_are_caught_by_the_safety_net(sbx, connector_dsn):
@@ -168,7 +158,7 @@ def test_stale_open_dossiers_are_caught_by_the_safety_net(sbx, connector_dsn):
     record_sent(connector_dsn, conn_id, "atlas", [late], sent_at=old, last_checked_at=old)
     r = sync_states(connector_dsn, lag_seconds=0)
     assert r["per_connection"][conn_id]["stale_checked"] == 2 - 1    # SAFE-1 was checked recently
-    assert dict(q(connector_dsn, "SELECT numero_interne, etat FROM opco_dossier"))["SAFE-2"] == "EN_COURS_INSTRUCTION"
+    assert dict(rows(connector_dsn, "SELECT numero_interne, etat FROM opco_dossier"))["SAFE-2"] == "EN_COURS_INSTRUCTION"
 
 
 def test_a_bad_key_does_not_stop_the_other_connections(sbx, connector_dsn, monkeypatch):

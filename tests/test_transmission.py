@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from cfa_opco.db.connect import connection
 from cfa_opco.extraction import extract
 from cfa_opco.sandbox.testing import run_sandbox
 from cfa_opco.transmission import plan, transmit_batch
 from tests import transmission_env
+from tests.helpers import rows
 
 RUN = "manual__test"
 FAULT_OPCOS = ("atlas", "opco_ep", "constructys")   # v2 and v1-only OPCOs
@@ -39,12 +39,6 @@ def staged(sandbox, sources, connector_dsn, monkeypatch, tmp_path):
 
     run_quality_gate(RUN, connector_dsn, reports_dir=tmp_path / "reports")
     return {"sandbox": sandbox, "sources": sources, "connector": connector_dsn}
-
-
-def _q(dsn, sql, args=None):
-    with connection(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
 
 
 def _creations(sbx) -> dict[str, int]:
@@ -73,7 +67,7 @@ def test_plan_routes_and_reports_what_needs_a_person(staged):
     planned = plan(RUN, staged["connector"])
     assert planned["routed"] > 1500
     # SANTE takes no contract by API, AFDAS has no key for SIREN 324578137, unknown IDCCs
-    reasons = dict(_q(staged["connector"], """SELECT decision, string_agg(DISTINCT left(reason, 40), ' | ')
+    reasons = dict(rows(staged["connector"], """SELECT decision, string_agg(DISTINCT left(reason, 40), ' | ')
                                               FROM transmission_plan WHERE decision <> 'ROUTED' GROUP BY 1"""))
     assert "NOT_SERVED" in reasons and "SANTE" in reasons["NOT_SERVED"]
     assert "NEEDS_HUMAN" in reasons and "Aucune clé API AFDAS" in reasons["NEEDS_HUMAN"]
@@ -90,10 +84,10 @@ def test_every_routed_dossier_created_exactly_once_and_reruns_send_nothing(stage
     assert sent > 1000
     creations = _creations(sbx)
     assert max(creations.values()) == 1
-    ledger = dict(_q(staged["connector"], """SELECT status, count(*) FROM transmission
+    ledger = dict(rows(staged["connector"], """SELECT status, count(*) FROM transmission
                                              WHERE operation = 'DOSSIER' GROUP BY 1"""))
     assert ledger["SENT"] == len(creations) == sent
-    pieces = _q(staged["connector"], "SELECT count(*) FROM transmission WHERE operation = 'PIECE' AND status = 'SENT'")
+    pieces = rows(staged["connector"], "SELECT count(*) FROM transmission WHERE operation = 'PIECE' AND status = 'SENT'")
     assert pieces[0][0] > 0.9 * sent * 0.9
     # a whole rerun of the same run: nothing sent again
     second = _transmit_all(staged)
@@ -116,11 +110,11 @@ def test_lost_answers_are_resolved_by_reading_the_opco(staged):
     assert resolved > 20
     creations = _creations(sbx)
     assert max(creations.values()) == 1, [n for n, c in creations.items() if c > 1][:5]
-    in_doubt = _q(staged["connector"], "SELECT count(*) FROM transmission WHERE status = 'PENDING'")[0][0]
+    in_doubt = rows(staged["connector"], "SELECT count(*) FROM transmission WHERE status = 'PENDING'")[0][0]
     if in_doubt:   # whatever stayed in doubt is settled by the next attempt, still without a double
         _transmit_all(staged, opcos=FAULT_OPCOS)
         assert max(_creations(sbx).values()) == 1
-    assert _q(staged["connector"], "SELECT count(*) FROM transmission WHERE status = 'PENDING'")[0][0] == 0
+    assert rows(staged["connector"], "SELECT count(*) FROM transmission WHERE status = 'PENDING'")[0][0] == 0
 
 
 def test_heavy_faults_still_exactly_once(staged):
@@ -132,7 +126,7 @@ def test_heavy_faults_still_exactly_once(staged):
     _transmit_all(staged, opcos=("atlas", "constructys"))   # settles what stayed in doubt
     creations = _creations(sbx)
     assert max(creations.values()) == 1
-    sent = _q(staged["connector"], "SELECT count(*) FROM transmission WHERE operation='DOSSIER' AND status='SENT'")[0][0]
+    sent = rows(staged["connector"], "SELECT count(*) FROM transmission WHERE operation='DOSSIER' AND status='SENT'")[0][0]
     assert sent == len(creations) > 100
 
 
@@ -165,8 +159,8 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(staged):
                              retry_base=0.01)
     after = sbx.creations(opco, batch["siren"])
     assert after["duplicates"] == []
-    sent = _q(staged["connector"], """SELECT count(*) FROM transmission WHERE conn_id = %s
-                                      AND operation = 'DOSSIER' AND status = 'SENT'""", (batch["conn_id"],))[0][0]
+    sent = rows(staged["connector"], """SELECT count(*) FROM transmission WHERE conn_id = %s
+                                      AND operation = 'DOSSIER' AND status = 'SENT'""", batch["conn_id"])[0][0]
     assert sent == after["total"] == batch["count"] - summary["deferred"] - summary["rejected"]
     assert summary["already_sent"] + summary["resolved_in_doubt"] >= created_before - 4
 
@@ -181,9 +175,8 @@ def test_dry_run_sends_nothing(staged):
 
 
 def test_forced_resend_needs_a_reason_and_is_kept_in_the_ledger(staged):
-    sbx = staged["sandbox"]
     _transmit_all(staged)
-    numero = _q(staged["connector"], """SELECT numero_interne FROM transmission WHERE status = 'SENT'
+    numero = rows(staged["connector"], """SELECT numero_interne FROM transmission WHERE status = 'SENT'
                                         AND operation = 'DOSSIER' AND opco_code = 'atlas' LIMIT 1""")[0][0]
     with pytest.raises(ValueError, match="reason"):
         plan("manual__force", staged["connector"], force=[{"numero_interne": numero, "reason": " "}])
@@ -197,9 +190,9 @@ def test_forced_resend_needs_a_reason_and_is_kept_in_the_ledger(staged):
     b = planned["batches"]["atlas"][0]
     summary = transmit_batch("manual__force", staged["connector"], b["conn_id"], sources=staged["sources"])
     assert summary["sent"] == 1
-    rows = _q(staged["connector"], """SELECT forced, force_reason FROM transmission
-                                      WHERE numero_interne = %s AND operation = 'DOSSIER' ORDER BY id""", (numero,))
-    assert rows[-1][0] is True and "OPCO a perdu le dossier" in rows[-1][1]
+    ledger = rows(staged["connector"], """SELECT forced, force_reason FROM transmission
+                                        WHERE numero_interne = %s AND operation = 'DOSSIER' ORDER BY id""", numero)
+    assert ledger[-1][0] is True and "OPCO a perdu le dossier" in ledger[-1][1]
 
 
 def test_an_unforeseen_error_on_one_dossier_leaves_it_in_doubt_and_the_batch_goes_on(staged):
@@ -207,9 +200,9 @@ def test_an_unforeseen_error_on_one_dossier_leaves_it_in_doubt_and_the_batch_goe
 
     planned = plan(RUN, staged["connector"])
     batch = max((b for bs in planned["batches"].values() for b in bs), key=lambda b: b["count"])
-    victim = _q(staged["connector"], """SELECT numero_interne FROM transmission_plan WHERE run_id = %s
+    victim = rows(staged["connector"], """SELECT numero_interne FROM transmission_plan WHERE run_id = %s
                                         AND conn_id = %s AND decision = 'ROUTED' AND nature = 'CONTRAT'
-                                        ORDER BY numero_interne LIMIT 1""", (RUN, batch["conn_id"]))[0][0]
+                                        ORDER BY numero_interne LIMIT 1""", RUN, batch["conn_id"])[0][0]
 
     class Broken(OpcoHook):   # a fault the code does not foresee, on one dossier
         def send_dossier(self, payload, **kw):
@@ -220,8 +213,8 @@ def test_an_unforeseen_error_on_one_dossier_leaves_it_in_doubt_and_the_batch_goe
     first = transmit_batch(RUN, staged["connector"], batch["conn_id"], hook=OpcoHook(batch["conn_id"]),
                            send_hook=Broken(batch["conn_id"], max_attempts=1), max_workers=4)
     assert first["in_doubt"] == 1 and first["sent"] >= batch["count"] // 2
-    status, message = _q(staged["connector"], """SELECT status, message FROM transmission
-                                                 WHERE numero_interne = %s""", (victim,))[0]
+    status, message = rows(staged["connector"], """SELECT status, message FROM transmission
+                                                 WHERE numero_interne = %s""", victim)[0]
     assert status == "PENDING" and "RuntimeError" in message
     again = transmit_batch(RUN, staged["connector"], batch["conn_id"], max_workers=4, retry_base=0.01)
     assert again["sent"] == 1 and again["in_doubt"] == 0     # read back (absent), then sent

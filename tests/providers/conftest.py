@@ -7,9 +7,8 @@ import json
 import pytest
 
 from cfa_opco.sandbox.testing import run_sandbox
+from tests.helpers import SIREN
 
-SIREN = "775672272"
-SOFTWARE = {"editeur": "cfa-opco-tests", "logiciel": "cfa-opco-connector", "version": "0.1.0"}
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from cfa_opco.providers.opco.hooks.opco import OpcoHook, OpcoResponse
 from cfa_opco.providers.opco.proofs import MemoryProofSink, canonical_json, sha256_hex
 from cfa_opco.sandbox.seed import sample_dossier
 
-from conftest import SIREN, SOFTWARE
+from tests.helpers import SIREN, SOFTWARE
 
 
 def hook(conn_id, **kw) -> OpcoHook:

@@ -16,7 +16,7 @@ from cfa_opco.providers.opco.proofs import (ExchangeRecord, ProofRecorder, canon
                                             sha256_hex)
 from cfa_opco.sandbox.seed import sample_dossier
 
-from conftest import SIREN, SOFTWARE
+from tests.helpers import SIREN, SOFTWARE, rows
 
 
 def test_canonical_json_is_the_hash_basis():
@@ -24,15 +24,6 @@ def test_canonical_json_is_the_hash_basis():
     assert canonical_json(a) == '{"a":{"z":[1,2.5,null],"é":"Aïssata N\'Diaye"},"b":1}'.encode("utf-8")
     assert canonical_json(a) == canonical_json(json.loads(canonical_json(a)))
     assert sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
-
-def rows(dsn, sql, *args):
-    conn = psycopg2.connect(dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        out = cur.fetchall()
-    conn.close()
-    return out
 
 
 def test_every_attempt_is_recorded_even_without_answer(opco_conn, sandbox, connector_dsn):

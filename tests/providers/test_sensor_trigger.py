@@ -16,7 +16,7 @@ from cfa_opco.providers.opco.sensors.opco_states import OpcoDecisionSensor
 from cfa_opco.providers.opco.triggers.opco_states import OpcoStateChangeTrigger
 from cfa_opco.sandbox.seed import sample_dossier
 
-from conftest import SIREN, SOFTWARE
+from tests.helpers import SIREN, SOFTWARE
 
 
 def now() -> dt.datetime:

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 import pytest
 
 from cfa_opco.providers.opco.transport import Transport, TransportError, TransportTimeout
+from tests.helpers import SOFTWARE
 
-SOFTWARE = {"editeur": "cfa-opco-tests", "logiciel": "cfa-opco-connector", "version": "0.1.0"}
 
 
 def _read_request(conn: socket.socket, buf: bytearray) -> bytes | None:

@@ -7,18 +7,11 @@ import pytest
 from cfa_opco.extraction import extract
 from cfa_opco.quality.gate import (dossier_history, force_dossiers, quarantined_numeros, run_quality_gate,
                                    transmittable_numeros)
+from tests.helpers import rows
 
 
 def _truth(erp_dsn):
-    with psycopg2.connect(erp_dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT source_id, numero_interne, rule_code FROM seed_ground_truth")
-        return set(cur.fetchall())
-
-
-def _rows(dsn, sql, *args):
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
+    return set(rows(erp_dsn, "SELECT source_id, numero_interne, rule_code FROM seed_ground_truth"))
 
 
 @pytest.fixture()
@@ -31,7 +24,7 @@ def gated(seeded_erp, sources, connector_dsn, tmp_path):
 def test_recall_and_precision_against_ground_truth(seeded_erp, gated):
     summary, dsn, _ = gated
     truth = _truth(seeded_erp["erp_main"])
-    errors = set(_rows(dsn, "SELECT DISTINCT source_id, numero_interne, rule_code FROM quality_anomaly "
+    errors = set(rows(dsn, "SELECT DISTINCT source_id, numero_interne, rule_code FROM quality_anomaly "
                             "WHERE run_id = 'run-1' AND severity = 'error'"))
     missed = truth - errors
     assert not missed, f"{len(missed)} seeded defects not found by their rule: {sorted(missed)[:10]}"
@@ -52,23 +45,23 @@ def test_recall_and_precision_against_ground_truth(seeded_erp, gated):
 
 def test_faulty_company_is_one_root_cause(gated):
     _, dsn, _ = gated
-    rows = _rows(dsn, """SELECT record_ref, count(DISTINCT numero_interne), count(DISTINCT message)
+    found = rows(dsn, """SELECT record_ref, count(DISTINCT numero_interne), count(DISTINCT message)
                          FROM quality_anomaly WHERE run_id = 'run-1' AND rule_code = 'EMPLOYEUR_SIRET_CLE'
                          GROUP BY record_ref""")
-    assert rows and any(n > 1 for _, n, _ in rows)   # one company, several dossiers
-    assert all(m == 1 for _, _, m in rows)            # reported once (same message)
+    assert found and any(n > 1 for _, n, _ in found)   # one company, several dossiers
+    assert all(m == 1 for _, _, m in found)             # reported once (same message)
 
 
 def test_messages_mask_personal_data(gated):
     _, dsn, _ = gated
-    rows = _rows(dsn, "SELECT valeur, message FROM quality_anomaly WHERE rule_code = 'APPRENTI_NIR_NAISSANCE'")
-    assert rows
+    found = rows(dsn, "SELECT valeur, message FROM quality_anomaly WHERE rule_code = 'APPRENTI_NIR_NAISSANCE'")
+    assert found
     import re
-    for valeur, message in rows:
+    for valeur, message in found:
         assert re.fullmatch(r"[12] \d\d \d\d \*\* \*\*\* \*\*\* \d\d", valeur)
         assert not re.search(r"\d{13}", message)
         assert re.search(r"naissance \d\d/\d{4} ", message)   # month/year only
-    siret = _rows(dsn, "SELECT message FROM quality_anomaly WHERE rule_code = 'EMPLOYEUR_SIRET_CLE' LIMIT 1")[0][0]
+    siret = rows(dsn, "SELECT message FROM quality_anomaly WHERE rule_code = 'EMPLOYEUR_SIRET_CLE' LIMIT 1")[0][0]
     assert re.fullmatch(r"Le SIRET de l'employeur \d{3} \d{3} \d{3} \d{5} a une clé de contrôle invalide", siret)
 
 
@@ -83,9 +76,9 @@ def test_reports_written(gated):
     assert "<svg" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
     import openpyxl
     ws = openpyxl.load_workbook(reports / "a_corriger.xlsx", read_only=True)["À corriger"]
-    rows = list(ws.iter_rows(min_row=2, values_only=True))
-    assert rows and [r[0] for r in rows if r[6] == "error"] == sorted([r[0] for r in rows if r[6] == "error"],
-                                                                       reverse=True)
+    lines = list(ws.iter_rows(min_row=2, values_only=True))
+    assert lines and [r[0] for r in lines if r[6] == "error"] == sorted([r[0] for r in lines if r[6] == "error"],
+                                                                        reverse=True)
 
 
 def test_force_fix_and_history(seeded_erp, sources, gated):
@@ -95,7 +88,7 @@ def test_force_fix_and_history(seeded_erp, sources, gated):
                                 "by": "qualite@cfa"}], run_id="run-1")
     assert res[0]["status"] == "forced" and res[0]["updated_verdict"]
     assert (src, numero) in set(transmittable_numeros(dsn, "run-1"))
-    assert _rows(dsn, "SELECT verdict FROM quality_verdict WHERE run_id='run-1' AND numero_interne=%s",
+    assert rows(dsn, "SELECT verdict FROM quality_verdict WHERE run_id='run-1' AND numero_interne=%s",
                  numero) == [("FORCED",)]
     # refused without a reason
     assert force_dossiers(dsn, [{"numero_interne": numero, "reason": " ", "by": "x"}])[0]["status"] == "refused"
@@ -111,7 +104,7 @@ def test_force_fix_and_history(seeded_erp, sources, gated):
 def test_fixed_in_erp_passes_next_run(seeded_erp, sources, connector_dsn, tmp_path):
     extract("r1", sources, connector_dsn)
     run_quality_gate("r1", connector_dsn, reports_dir=tmp_path / "a", data_docs=False)
-    bad = _rows(connector_dsn, """SELECT a.numero_interne, s.session_ref FROM quality_anomaly a
+    bad = rows(connector_dsn, """SELECT a.numero_interne, s.session_ref FROM quality_anomaly a
                                   JOIN staged_dossier s USING (run_id, source_id, numero_interne)
                                   WHERE a.run_id = 'r1' AND a.rule_code = 'FORMATION_HEURES_MAX'
                                     AND a.source_id = 'erp_main' LIMIT 1""")
@@ -125,10 +118,10 @@ def test_fixed_in_erp_passes_next_run(seeded_erp, sources, connector_dsn, tmp_pa
             cur.execute("UPDATE session_formation SET duree_heures = 1200 WHERE id = %s", (sid,))
         extract("r2", sources, connector_dsn)
         run_quality_gate("r2", connector_dsn, reports_dir=tmp_path / "b", data_docs=False)
-        assert _rows(connector_dsn, "SELECT verdict FROM quality_verdict WHERE run_id='r2' AND numero_interne=%s",
+        assert rows(connector_dsn, "SELECT verdict FROM quality_verdict WHERE run_id='r2' AND numero_interne=%s",
                      numero) == [("TRANSMIT",)]
         assert ("erp_main", numero) not in {(r[1], r[2]) for r in
-                                            _rows(connector_dsn, "SELECT * FROM quarantine_current")}
+                                            rows(connector_dsn, "SELECT * FROM quarantine_current")}
     finally:
         with conn, conn.cursor() as cur:
             cur.execute("UPDATE session_formation SET duree_heures = %s WHERE id = %s", (old, sid))

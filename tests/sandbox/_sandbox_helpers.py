@@ -5,8 +5,9 @@ import os
 from cfa_opco.sandbox import sample_dossier
 from cfa_opco.sandbox.testing import demo_headers
 
+from tests.helpers import SIREN  # noqa: F401  (re-exported to the sandbox tests)
+
 _counter = itertools.count(1)
-SIREN = "775672272"
 
 
 def uid(prefix: str = "T") -> str:
