@@ -372,7 +372,7 @@ def known_connections(connector: str) -> list[str]:
     transmission) plus any AIRFLOW_CONN_OPCO_* environment variable."""
     import os
 
-    from cfa_opco.providers.opco.capabilities import opco_code_from_conn_id
+    from cfa_opco.providers.opco.norm import parse_conn_id
 
     ids: set[str] = set()
     conn = _connect(connector)
@@ -389,7 +389,7 @@ def known_connections(connector: str) -> list[str]:
     for name in os.environ:
         if name.startswith("AIRFLOW_CONN_OPCO_"):
             ids.add(name[len("AIRFLOW_CONN_"):].lower())
-    return sorted(i for i in ids if opco_code_from_conn_id(i)[0])
+    return sorted(i for i in ids if parse_conn_id(i)[0])
 
 
 def key_warnings(connector: str, days: int = 30, conn_ids: list[str] | None = None,

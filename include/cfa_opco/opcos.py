@@ -1,14 +1,8 @@
-"""The eleven OPCOs' codes, read from the capability table (cheap: DAG files use it)."""
+"""The eleven OPCOs' codes (cheap: DAG files use it). See providers.opco.norm."""
 from __future__ import annotations
 
-import functools
-
-from cfa_opco import settings
+from cfa_opco.providers.opco.norm import OPCO_CODES
 
 
-@functools.lru_cache(maxsize=1)
 def opco_codes() -> tuple[str, ...]:
-    import yaml
-
-    doc = yaml.safe_load((settings.REFERENCE_DIR / "opco_capabilities.yaml").read_text(encoding="utf-8"))
-    return tuple(sorted(doc["opcos"]))
+    return OPCO_CODES

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from cfa_opco import settings
+from cfa_opco.providers.opco.norm import conn_id_for
 
 ROUTED = "ROUTED"
 NEEDS_HUMAN = "NEEDS_HUMAN"
@@ -33,9 +34,6 @@ def idcc_to_opco() -> dict[str, str]:
     with open(settings.REFERENCE_DIR / "idcc_opco.csv", encoding="utf-8", newline="") as f:
         return {r["idcc"].zfill(4): r["opco_code"].lower() for r in csv.DictReader(f)}
 
-
-def conn_id_for(opco_code: str, siren: str) -> str:
-    return f"opco_{opco_code}_{siren}"
 
 
 def airflow_connection_exists(conn_id: str) -> bool:

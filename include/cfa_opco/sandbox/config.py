@@ -13,13 +13,14 @@ from typing import Any
 
 import yaml
 
+from cfa_opco.providers.opco.capabilities import CAPABILITIES_FILE as CAPABILITIES_YAML
+from cfa_opco.providers.opco.norm import OPCO_CODES  # noqa: F401  (re-exported)
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 REFERENCE_DIR = PACKAGE_DIR.parent / "reference"
-CAPABILITIES_FILE = REFERENCE_DIR / "opco_capabilities.yaml"
+CAPABILITIES_FILE = CAPABILITIES_YAML
 IDCC_FILE = REFERENCE_DIR / "idcc_opco.csv"
 
-OPCO_CODES = ("akto", "atlas", "afdas", "constructys", "ocapiat", "opco_2i", "opco_ep",
-              "mobilites", "sante", "opcommerce", "uniformation")
 
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",

@@ -1,59 +1,15 @@
 """Per-OPCO capability table of the API CFA-OPCO, read at run time from
-``include/cfa_opco/reference/opco_capabilities.yaml`` (the one place to correct when an
-OPCO opens or closes a route). Only the route id → (method, path) mapping lives here."""
+``data/opco_capabilities.yaml`` beside this module (the one place to correct when an OPCO
+opens or closes a route). Route ids are those of :data:`.norm.ROUTES`."""
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-CAPABILITIES_FILE = Path(__file__).resolve().parents[2] / "reference" / "opco_capabilities.yaml"
+from .norm import ROUTES, parse_conn_id
 
-# route id -> (HTTP method, path below the base URL .../ApiEchangeCFA)
-ROUTES: dict[str, tuple[str, str]] = {
-    "status": ("GET", "/v1/status"),
-    "cfakeyinfo": ("GET", "/v2/cfakeyinfo"),
-    "dossiers_v1": ("POST", "/v1/dossiers"),
-    "dossiers_v2": ("POST", "/v2/dossiers"),
-    "dossier_read_v2": ("GET", "/v2/dossiers"),
-    "liste_v1": ("GET", "/v1/dossiers/liste"),
-    "etats_v2": ("GET", "/v2/dossiers/etats"),
-    "documents_v1": ("POST", "/v1/documents"),
-    "conventions_v1": ("POST", "/v1/conventions"),
-    "certificats_v2": ("POST", "/v2/certificats"),
-    "factures_v1": ("POST", "/v1/factures"),
-    "factures_etats_v2": ("GET", "/v2/factures/etats"),
-    "rupture_v2": ("POST", "/v2/dossiers/rupture/employeur"),
-}
-
-# Human labels, for "not transmissible to this OPCO by API" messages
-ROUTE_LABELS: dict[str, str] = {
-    "status": "l'état de l'API",
-    "cfakeyinfo": "la vérification de clé",
-    "dossiers": "les dossiers de contrat",
-    "dossiers_v1": "les dossiers de contrat (v1)",
-    "dossiers_v2": "les dossiers de contrat (v2)",
-    "dossier_read_v2": "la lecture d'un dossier",
-    "liste_v1": "la liste d'états de dossiers",
-    "etats_v2": "les états de dossiers par période",
-    "documents_v1": "les pièces justificatives",
-    "conventions_v1": "les conventions de formation",
-    "certificats_v2": "les certificats de réalisation",
-    "factures_v1": "les factures",
-    "factures_etats_v2": "les états de factures",
-    "rupture_v2": "les ruptures de contrat",
-}
-
-
-def opco_code_from_conn_id(conn_id: str) -> tuple[str | None, str | None]:
-    """``opco_opco_2i_775672272`` → ("opco_2i", "775672272"); (None, None) if not that shape."""
-    if not conn_id.startswith("opco_"):
-        return None, None
-    rest = conn_id[len("opco_"):]
-    code, _, siren = rest.rpartition("_")
-    if not code or not (len(siren) == 9 and siren.isdigit()):
-        return None, None
-    return code.lower(), siren
+CAPABILITIES_FILE = Path(__file__).resolve().parent / "data" / "opco_capabilities.yaml"
 
 
 @functools.lru_cache(maxsize=4)
@@ -114,4 +70,4 @@ class Capabilities:
         return None
 
     def needs_token(self, route_id: str) -> bool:
-        return self.needs_oauth_v2 and ROUTES[route_id][1].startswith("/v2/")
+        return self.needs_oauth_v2 and ROUTES[route_id].version == "v2"

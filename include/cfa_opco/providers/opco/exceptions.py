@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+from .norm import opco_label, route_label
+
 
 class OpcoError(Exception):
     """Any error of the OPCO client (also: a read route answered 4xx where a list was expected)."""
 
 
-def _opco_label(opco: str) -> str:
-    """'OPCO AKTO', 'OPCO Atlas', 'OPCO Santé'... (the table's name, prefixed once)."""
-    try:
-        from .capabilities import Capabilities
 
-        name = Capabilities.for_opco(opco).name
-    except Exception:
-        name = (opco or "?").upper()
-    return name if name.upper().startswith("OPCO ") else f"OPCO {name}"
 
 
 class OpcoAuthError(OpcoError):
@@ -40,7 +34,7 @@ class OpcoAuthError(OpcoError):
         return self.expires_on is not None and (self.code in (None, "CLE_EXPIREE") or "expir" in self.server_message)
 
     def _text(self) -> str:
-        who = f"La clé API de l'{_opco_label(self.opco)} pour le SIREN {self.siren or '?'}"
+        who = f"La clé API de l'{opco_label(self.opco)} pour le SIREN {self.siren or '?'}"
         fix_conn = f"mettez à jour la connexion {self.conn_id}" if self.conn_id else "mettez à jour la connexion"
         if self.expires_on is not None and self.expired:
             return (f"{who} a expiré le {self.expires_on.isoformat()} : demandez une nouvelle clé sur "
@@ -62,11 +56,9 @@ class OpcoRouteNotServed(OpcoError):
     """The OPCO does not serve this route by API: a per-dossier reason, raised before any request."""
 
     def __init__(self, opco: str, route_id: str):
-        from .capabilities import ROUTE_LABELS
-
         self.opco, self.route_id = opco, route_id
-        label = ROUTE_LABELS.get(route_id, route_id)
-        super().__init__(f"Non transmissible à l'{_opco_label(opco)} par API : l'OPCO ne reçoit pas "
+        label = route_label(route_id)
+        super().__init__(f"Non transmissible à l'{opco_label(opco)} par API : l'OPCO ne reçoit pas "
                          f"{label} par l'API CFA-OPCO (route {route_id}) — dépôt sur son portail")
 
 
@@ -75,5 +67,5 @@ class OpcoUnavailable(OpcoError):
 
     def __init__(self, opco: str, route_id: str, attempts: int, last_error: str):
         self.opco, self.route_id, self.attempts, self.last_error = opco, route_id, attempts, last_error
-        super().__init__(f"L'API de l'{_opco_label(opco)} ne répond pas ({route_id}) après {attempts} "
+        super().__init__(f"L'API de l'{opco_label(opco)} ne répond pas ({route_id}) après {attempts} "
                          f"tentatives : {last_error}")

@@ -20,17 +20,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from .canonical import canonical_json, sha256_hex  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Sorted keys, UTF-8, no spaces: the bytes that are sent and hashed."""
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False).encode("utf-8")
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def utcnow() -> dt.datetime:

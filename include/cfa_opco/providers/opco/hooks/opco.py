@@ -32,16 +32,16 @@ from urllib.parse import urlencode, urlsplit
 
 from airflow.sdk import BaseHook
 
-from ..capabilities import ROUTES, Capabilities, opco_code_from_conn_id
-from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable, _opco_label
+from ..capabilities import Capabilities
+from ..norm import DEFAULT_SOFTWARE, LISTE_MAX, ROUTES, parse_conn_id
+from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
+from ..norm import opco_label
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
 from ..transport import Transport, TransportError, TransportTimeout
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOFTWARE = {"editeur": "CFA Network Data", "logiciel": "cfa-opco-connector", "version": "0.1.0"}
 PACING_MARGIN = 0.95          # pace at 95 % of the allowed rate: no 429 from clock jitter
-LISTE_MAX = 100               # /v1/dossiers/liste: at most 100 numbers per call
 TOKEN_ERRORS = ("JETON_EXPIRE", "JETON_INVALIDE", "JETON_ABSENT")
 RE_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
@@ -169,7 +169,7 @@ class OpcoHook(BaseHook):
         self._rate_arg = rate_limit_per_second
         self.proof_sink = proof_sink
         self.run_id = run_id
-        code, siren = opco_code_from_conn_id(opco_conn_id)
+        code, siren = parse_conn_id(opco_conn_id)
         self.opco_code: str | None = code
         self.siren: str | None = siren
         self._conn_lock = threading.Lock()
@@ -401,7 +401,7 @@ class OpcoHook(BaseHook):
         ``encoded``: ``canonical_json(json_body)`` when the caller already holds it."""
         if route_id not in ROUTES:
             raise ValueError(f"route inconnue : {route_id}")
-        r_method, path = ROUTES[route_id]
+        r_method, path = ROUTES[route_id].method, ROUTES[route_id].path
         if method.upper() != r_method:
             raise ValueError(f"{route_id} est une route {r_method}, pas {method.upper()}")
         caps = self.capabilities
@@ -586,7 +586,7 @@ class OpcoHook(BaseHook):
     def key_expiry_warning(self, days: int = 30, today: dt.date | None = None) -> str | None:
         """A warning text when the key is invalid or expires within ``days``, else None."""
         info = self._conn_info()
-        who = f"La clé API de l'{_opco_label(info['code'])} pour le SIREN {info['siren']}"
+        who = f"La clé API de l'{opco_label(info['code'])} pour le SIREN {info['siren']}"
         fix = f"demandez une nouvelle clé sur l'extranet de l'OPCO et mettez à jour la connexion {self.opco_conn_id}"
         try:
             ki = self.key_info()
@@ -617,7 +617,7 @@ class OpcoHook(BaseHook):
             resp = self.status()
             if not resp.ok:
                 return False, f"/v1/status : HTTP {resp.status} {resp.error_text()}"
-            msg = f"API de l'{_opco_label(self.capabilities.code)} joignable (/v1/status OK)"
+            msg = f"API de l'{opco_label(self.capabilities.code)} joignable (/v1/status OK)"
             if self.capabilities.serves("cfakeyinfo"):
                 warning = self.key_expiry_warning(30)
                 msg += f" ; ATTENTION : {warning}" if warning else " ; clé valable plus de 30 jours"

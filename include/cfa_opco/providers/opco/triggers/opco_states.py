@@ -58,12 +58,13 @@ class OpcoStateChangeTrigger(BaseTrigger):
                  "deadline": self.deadline, "software": self.software, "request_timeout": self.request_timeout})
 
     async def _info(self, conn_id: str) -> dict:
-        from ..capabilities import Capabilities, opco_code_from_conn_id
-        from ..hooks.opco import DEFAULT_SOFTWARE
+        from ..capabilities import Capabilities
+        from ..norm import parse_conn_id
+        from ..norm import DEFAULT_SOFTWARE
 
         conn = await _get_connection(conn_id)
         extra = conn.extra_dejson or {}
-        code, siren = opco_code_from_conn_id(conn_id)
+        code, siren = parse_conn_id(conn_id)
         code = (extra.get("opco") or code or "").lower()
         host = (conn.host or "").strip()
         if "://" not in host:
@@ -109,9 +110,9 @@ class OpcoStateChangeTrigger(BaseTrigger):
             info["token"] = None
             return None
         if r.status_code in (401, 403):
-            from ..exceptions import _opco_label
+            from ..norm import opco_label
 
-            raise PermissionError(f"clé API refusée par l'{_opco_label(info['code'])} pour le SIREN {info['siren']} "
+            raise PermissionError(f"clé API refusée par l'{opco_label(info['code'])} pour le SIREN {info['siren']} "
                                   f"(HTTP {r.status_code}, connexion {info['conn_id']})")
         if r.status_code != 200:
             log.info("OPCO %s etats: HTTP %s, next poll", info["code"], r.status_code)
