@@ -22,14 +22,14 @@ help:
 	@echo "make seed      reseed the demo ERPs (DEMO_SEED, DEMO_DOSSIERS)"
 	@echo "make clean     stop everything and remove var/ (databases, reports, logs)"
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-airflow.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(UV) pip install --quiet --python $(PY) -r requirements.txt -e .
+	$(UV) pip install --quiet --python $(PY) -r requirements-airflow.txt -r requirements.txt -e .
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(UV) pip install --quiet --python $(PY) -r requirements-dev.txt -e .
+	$(UV) pip install --quiet --python $(PY) -r requirements-airflow.txt -r requirements-dev.txt -e .
 	@touch $@
 
 venv: $(VENV)/.installed
