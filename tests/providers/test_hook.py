@@ -36,7 +36,7 @@ def test_capabilities_read_from_the_yaml():
     assert Capabilities.for_opco("sante").contract_route() is None
     assert Capabilities.for_opco("afdas").serves("certificats_v2")
     assert not Capabilities.for_opco("uniformation").serves("factures_v1")
-    assert ROUTES["dossiers_v1"] == ("POST", "/v1/dossiers")
+    assert (ROUTES["dossiers_v1"].method, ROUTES["dossiers_v1"].path) == ("POST", "/v1/dossiers")
     assert len(Capabilities.known()) == 11
 
 
