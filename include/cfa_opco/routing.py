@@ -12,7 +12,10 @@ import functools
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from airflow.sdk import BaseHook
+
 from cfa_opco import settings
+from cfa_opco.providers.opco.capabilities import Capabilities
 from cfa_opco.providers.opco.norm import conn_id_for
 
 ROUTED = "ROUTED"
@@ -37,8 +40,6 @@ def idcc_to_opco() -> dict[str, str]:
 
 
 def airflow_connection_exists(conn_id: str) -> bool:
-    from airflow.sdk import BaseHook
-
     try:
         BaseHook.get_connection(conn_id)
         return True
@@ -51,8 +52,6 @@ class Router:
 
     def __init__(self, connection_exists: Callable[[str], bool] = airflow_connection_exists):
         self._exists = functools.lru_cache(maxsize=None)(connection_exists)
-        from cfa_opco.providers.opco.capabilities import Capabilities
-
         self._capabilities = Capabilities
 
     def route(self, idcc: str | None, cfa_siret: str | None) -> Route:

@@ -12,6 +12,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cfa_opco.db.connect import connection, dsn_for
+from cfa_opco.pipeline import config
+from cfa_opco.sources import load_sources
+
 log = logging.getLogger(__name__)
 
 
@@ -27,16 +31,10 @@ class ErpWriteback:
         """Read the sources and resolve their connections (in the task's main thread)."""
         if self._dsns is not None:
             return
-        from cfa_opco.db.connect import dsn_for
-        from cfa_opco.pipeline import config
-        from cfa_opco.sources import load_sources
-
         sources = load_sources(self.sources_file or config.sources_file(), targets=self.targets)
         self._dsns = {s.id: (dsn_for(s.connection), s.writeback) for s in sources if s.writeback}
 
     def __call__(self, source_id: str, rows: list[dict]) -> int:
-        from cfa_opco.db.connect import connection
-
         self.prepare()
         target = self._dsns.get(source_id)
         if target is None or not rows:
