@@ -5,6 +5,7 @@ import urllib.parse
 
 import httpx
 import pytest
+import yaml
 
 from cfa_opco.sandbox.profiles import PROFILES, parse_profile, profile_name
 from cfa_opco.sandbox.testing import run_sandbox
@@ -394,9 +395,11 @@ def test_per_opco_selection_admin_routes(ps):
 def test_profile_from_config_file_and_cli(tmp_path):
     cfg = tmp_path / "sandbox.yaml"
     from cfa_opco.sandbox.__main__ import DEFAULT_CONFIG
-    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
-    text = text.replace("opcos: {}", "profile: bare_lists\nopcos:\n  akto: {profile: 'text_errors+empty_bodies'}")
-    cfg.write_text(text, encoding="utf-8")
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    assert data["profile"] == "strict"                       # the shipped file: strict
+    data["profile"] = "bare_lists"
+    data["opcos"] = {"akto": {"profile": "text_errors+empty_bodies"}}
+    cfg.write_text(yaml.safe_dump(data), encoding="utf-8")
     with run_sandbox(config=cfg, instant=True, rate_limit=0) as s:
         v = s.profiles()
         assert v["profile"] == "bare_lists" and v["opcos"]["akto"] == "text_errors+empty_bodies"
