@@ -29,6 +29,15 @@ def _clean(fp):
     fp[0].patch_settings(opcos={"ocapiat": {"idempotency": True}})
 
 
+def test_light_preset_rates(fp):
+    s, http = fp
+    a = Api(s, http, "atlas")
+    s.set_fault_preset("light", seed=11)
+    codes = collections.Counter(a.get("/v1/status").status_code for _ in range(400))
+    assert 6 <= codes[503] <= 50 and 5 <= codes[429] <= 40, codes      # 5 % + ~1 % lost (503), 5 %
+    assert set(codes) == {200, 429, 503}
+
+
 def test_heavy_preset_rates(fp):
     """~15 % 503, ~15 % 429 (Retry-After 1 or 2), ~3 % held after processing, ~2 % dropped
     after processing, over 400 requests (loose bounds; the draw is seeded)."""

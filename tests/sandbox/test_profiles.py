@@ -425,3 +425,48 @@ def test_link_and_suivant_are_followable_urls(ps):
     u = urllib.parse.urlsplit(r.json()["suivant"])
     assert u.path == "/atlas/ApiEchangeCFA/v2/dossiers/etats" and set(urllib.parse.parse_qs(u.query)) == {"curseur"}
     assert not json.dumps(r.json()).count("numeroPage")
+
+
+def engaged_on(s, http, opco):
+    w = Api(s, http, opco)
+    p, _ = w.create()
+    w.convention(p)
+    assert w.read(p["numeroInterne"])["etat"] == "ENGAGE"
+    return w, p
+
+
+@pytest.mark.parametrize("prof", ["renamed_fields", "empty_bodies", "renamed_fields+empty_bodies"])
+def test_write_routes_on_an_oauth_v2_opco(ps, prof):
+    """AKTO (OAuth2 on v2): v2 creation, documents, invoice and its replay, rupture."""
+    s, http, *_ = ps
+    w, p = engaged_on(s, http, "akto")
+    s.set_profile("akto", prof)
+    empty, renamed = "empty_bodies" in prof, "renamed_fields" in prof
+    ni = p["numeroInterne"]
+    p2 = w.dossier()
+    r = w.post("/v2/dossiers", json=p2)
+    assert r.status_code == (202 if empty else 201)
+    assert r.content == b"" if empty else r.json()["numeroDossier" if renamed else "numeroInterne"] == p2["numeroInterne"]
+    r = w.post("/v1/documents", data={"typeFichier": "CERFA_SIGNE",
+                                      "objets": json.dumps([{"typeObjet": "DOSSIER", "idObjet": ni}])},
+               files={"fichier": ("cerfa.pdf", b"%PDF-1.4 fake", "application/pdf")})
+    assert r.status_code == 201 and (r.content == b"" if empty else r.json()["idDocument"].startswith("DOC-"))
+    d = w.get("/v2/dossiers", params={"numeroInterne": ni}).json()
+    e = d["echeances"][0]
+    fact = {"numeroInterneFacture": uid("F"), "referenceFactureCFA": uid("REF"), "numeroInterneDossier": ni,
+            "echeance": {"numero": 1}, "montant": float(e["montant"]), "dateFacture": "2026-09-15"}
+    r = w.post("/v1/factures", json=fact)
+    assert r.status_code == 201
+    if empty:
+        assert r.content == b""
+    elif renamed:
+        assert r.json() == {"numeroFacture": fact["numeroInterneFacture"], "statutFacture": "EN_COURS"}
+    r = w.post("/v1/factures", json=fact)                       # replay
+    assert r.status_code == (204 if empty else 200)
+    r = w.post("/v2/dossiers/rupture/employeur", json={"numeroInterne": ni, "dateRupture": "2027-03-15",
+                                                        "motif": "Rupture d'un commun accord"})
+    assert r.status_code == (204 if empty else 200)
+    if not empty:
+        assert r.json()["statut"] == "RUPTU" and r.json()["numeroDossier"] == ni
+    got = w.get("/v2/dossiers", params={"numeroInterne": ni}).json()          # state moved all the same
+    assert got["statut" if renamed else "etat"] == "RUPTU"
