@@ -227,7 +227,8 @@ def _stage_source(cur, run_id: str, source: Source, spool, reader: RowReader) ->
             LEFT JOIN dossier_registry r
                    ON r.source_id = i.source_id AND r.numero_interne = i.numero_interne
             WHERE r.transmitted_hash IS DISTINCT FROM i.content_hash
-              AND NOT (r.transmitted_hash IS NULL AND i.statut = 'ANNULE')
+              -- (a NULL statut is not a cancellation: such a row is staged)
+              AND NOT (r.transmitted_hash IS NULL AND i.statut IS NOT DISTINCT FROM 'ANNULE')
             RETURNING change_kind)
         SELECT count(*) FILTER (WHERE change_kind = 'NEW'),
                count(*) FILTER (WHERE change_kind = 'CHANGED') FROM ins""", {"run_id": run_id})
