@@ -167,3 +167,32 @@ def test_legacy_encoding_wrong_types_and_rows_without_number(database_factory, c
                                        "WHERE run_id = 'run-legacy'"))
     assert staged == {"L-1": 1200, "L-2": 900, "L-3": 1350, "L-4": None}
     assert not _rows(connector_dsn, "SELECT 1 FROM extraction_issue WHERE message LIKE '%%31/02%%'")
+
+
+def test_content_hash_is_the_one_computed_before_values_were_parsed_in_python(sources, connector_dsn):
+    """Upgrading must not resend what the OPCOs already hold: for the rows that read
+    cleanly, the content hash (now computed in the connector's database over the parsed
+    values) equals the one the previous version computed in the ERP's database — except
+    where an identifier was typed with spaces or dots (the OPCO refused those: they are
+    sent again, normalised)."""
+    from cfa_opco.extraction import HASHED_COLUMNS
+
+    extract("run-hash", sources, connector_dsn)
+    new = dict(((s, n), h) for s, n, h in _rows(
+        connector_dsn, "SELECT source_id, numero_interne, content_hash FROM staged_dossier WHERE run_id = 'run-hash' "
+                       "AND (source_id, numero_interne) NOT IN (SELECT source_id, numero_interne "
+                       "FROM extraction_issue WHERE run_id = 'run-hash' AND numero_interne IS NOT NULL)"))
+    main = sources[0]
+    hashed = ", ".join(f"m.{c}" for c in HASHED_COLUMNS)
+    old, formatted = {}, set()
+    for n, h, typed in _rows(main.target, f"""SELECT m.numero_interne, md5(ROW({hashed})::text),
+                                                 concat(m.employeur_siret, m.apprenti_nir, m.employeur_idcc) ~ '[^0-9A-Za-z]'
+                                          FROM ({main.dossiers_sql}) m"""):
+        old[("erp_main", n)] = h
+        if typed:
+            formatted.add(("erp_main", n))
+    common = set(new) & set(old)
+    assert len(common) > 1500 and formatted
+    differing = {k for k in common if new[k] != old[k]}
+    assert differing - formatted == set(), sorted(differing - formatted)[:5]
+    assert differing == formatted & common
