@@ -18,32 +18,38 @@ import re
 from decimal import Decimal, InvalidOperation
 
 # -- identifiers ---------------------------------------------------------------------------
-# column -> (French label, upper-case it): normalised = spaces, NBSP, dots, dashes removed
+# column -> (French label, upper-case it, dots are separators). Blanks of every kind go;
+# dots and dashes go in the long identifiers, where they separate digit groups. In short
+# codes (IDCC, postal codes) a dot is not a separator: "1597.0" is a number formatted by a
+# spreadsheet, whose ".0" goes; any other dot stays and the gate reports the value.
 IDENTIFIERS = {
-    "employeur_siret": ("SIRET de l'employeur", False),
-    "cfa_siret": ("SIRET du CFA", False),
-    "cfa_uai": ("UAI du CFA", True),
-    "apprenti_nir": ("NIR de l'apprenti", True),
-    "employeur_idcc": ("IDCC de l'employeur", False),
-    "employeur_adresse_code_postal": ("code postal de l'employeur", False),
-    "apprenti_adresse_code_postal": ("code postal de l'apprenti", False),
-    "cfa_adresse_code_postal": ("code postal du CFA", False),
-    "formation_rncp": ("code RNCP", True),
-    "formation_cfd": ("code diplôme (CFD)", True),
+    "employeur_siret": ("SIRET de l'employeur", False, True),
+    "cfa_siret": ("SIRET du CFA", False, True),
+    "cfa_uai": ("UAI du CFA", True, True),
+    "apprenti_nir": ("NIR de l'apprenti", True, True),
+    "formation_rncp": ("code RNCP", True, True),
+    "formation_cfd": ("code diplôme (CFD)", True, True),
+    "employeur_idcc": ("IDCC de l'employeur", False, False),
+    "employeur_adresse_code_postal": ("code postal de l'employeur", False, False),
+    "apprenti_adresse_code_postal": ("code postal de l'apprenti", False, False),
+    "cfa_adresse_code_postal": ("code postal du CFA", False, False),
 }
 # every kind of blank an ERP or a spreadsheet leaves in a number: spaces, NBSP (U+00A0),
-# narrow NBSP (U+202F), thin space (U+2009), tabs; dots and dashes used as separators
-_ID_JUNK = re.compile(r"[\s\u00a0\u202f\u2007\u2009.\-]+")
+# narrow NBSP (U+202F), figure and thin spaces, tabs
+_BLANKS = re.compile(r"[\s\u00a0\u202f\u2007\u2009]+")
+_SEPARATORS = re.compile(r"[.\-]+")
+_FLOAT_ZERO = re.compile(r"^(\d+)\.0+$")
 
 
 def normalize_identifier(column: str, value: str | None) -> str | None:
-    """``"552 100 554 00016"`` -> ``"55210055400016"``; blanks only -> None. Values that
-    stay invalid after this (letters in a SIRET, 13 digits...) are left for the gate to
-    report with what was found."""
+    """``"552 100 554 00016"`` -> ``"55210055400016"``; ``" 1597.0"`` (IDCC) -> ``"1597"``;
+    blanks only -> None. Values that stay invalid after this (letters in a SIRET, 13
+    digits...) are left for the gate to report with what was found."""
     if value is None:
         return None
-    upper = IDENTIFIERS.get(column, ("", False))[1]
-    out = _ID_JUNK.sub("", str(value))
+    _, upper, dots = IDENTIFIERS.get(column, ("", False, True))
+    out = _BLANKS.sub("", str(value))
+    out = _SEPARATORS.sub("", out) if dots else _FLOAT_ZERO.sub(r"\1", out)
     if not out:
         return None
     return out.upper() if upper else out
