@@ -130,11 +130,59 @@ class RowReader:
                                     "d'un autre encodage, souvent Latin-1/Windows-1252) : à ressaisir "
                                     "dans l'ERP ou à convertir") from None
 
+    def _fast(self, line: bytes) -> list | None:
+        """The common case, one check per line: valid UTF-8, no escape, no mojibake or
+        control character anywhere, every non-text value already known or readable.
+        None sends the line to :meth:`_slow`, which finds and words each problem."""
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if fields.MOJIBAKE.search(text):
+            return None
+        cache = self._cache
+        values = []
+        append = values.append
+        try:
+            for pos, (raw, typ) in enumerate(zip(text.split("\t"), _TYPES)):
+                if raw == "\\N":
+                    append(None)
+                elif typ == "text":
+                    raw = raw.strip()
+                    if raw and pos in _IDENTIFIER_POS:
+                        raw = fields.normalize_identifier(_IDENTIFIER_POS[pos], raw)
+                    append(raw or None)
+                else:
+                    key = (typ, raw)
+                    try:
+                        append(cache[key])
+                    except KeyError:
+                        value = cache[key] = fields.parse_value(typ, raw)
+                        append(value)
+        except fields.Unreadable:
+            return None
+        return values
+
+    def _slow(self, raw_fields: list[bytes]) -> tuple[list, list]:
+        values, problems = [], []
+        for pos, (raw, typ) in enumerate(zip(raw_fields, _TYPES)):
+            column = COLUMN_NAMES[pos]
+            try:
+                text = self._field(raw, pos)
+                value = None if text is None else fields.parse_value(typ, text, column)
+                if pos in _IDENTIFIER_POS and value is not None:
+                    value = fields.normalize_identifier(column, value)
+            except fields.Unreadable as exc:
+                value = None
+                shown = fields.masked(column, raw.decode("utf-8", errors="replace"))
+                problems.append((column, shown[:200], f"{fields.label(column)} : {exc}"))
+            values.append(value)
+        return values, problems
+
     def read(self, spool_in, spool_out) -> int:
         """Raw rows from ``spool_in`` (bytes) -> canonical rows to ``spool_out`` (text);
         returns the number of rows written."""
         written = 0
-        cache = self._cache
         n_cols = len(COLUMN_NAMES)
         for row_number, line in enumerate(spool_in, 1):
             line = line.rstrip(b"\n")
@@ -144,26 +192,10 @@ class RowReader:
                 self.issues.append((None, row_number, "*", None,
                                     f"Ligne {row_number} illisible ({len(raw_fields)} colonnes au lieu de {n_cols})"))
                 continue
-            values, problems = [], []
-            for pos, (raw, typ) in enumerate(zip(raw_fields, _TYPES)):
-                column = COLUMN_NAMES[pos]
-                try:
-                    text = self._field(raw, pos)
-                    if text is None:
-                        value = None
-                    else:
-                        key = (typ, text)
-                        try:
-                            value = cache[key]
-                        except KeyError:
-                            value = cache[key] = fields.parse_value(typ, text, column)
-                        if pos in _IDENTIFIER_POS and value is not None:
-                            value = fields.normalize_identifier(column, value)
-                except fields.Unreadable as exc:
-                    value = None
-                    shown = fields.masked(column, raw.decode("utf-8", errors="replace"))
-                    problems.append((column, shown[:200], f"{fields.label(column)} : {exc}"))
-                values.append(value)
+            values = self._fast(line) if b"\\" not in line else None
+            problems, fast = [], values is not None
+            if not fast:
+                values, problems = self._slow(raw_fields)
             numero = values[_NUMERO]
             if problems:
                 if numero is None:
@@ -178,7 +210,11 @@ class RowReader:
                     self.issues.append((None, row_number, "numero_interne", None,
                                         f"Ligne {row_number} sans numéro interne : elle ne peut pas être transmise"))
                 continue
-            spool_out.write("\t".join(_escape(v) for v in values))
+            if fast:   # no backslash, tab or newline in its texts: only non-texts to format
+                spool_out.write("\t".join("\\N" if v is None else v if v.__class__ is str else _escape(v)
+                                          for v in values))
+            else:
+                spool_out.write("\t".join(_escape(v) for v in values))
             spool_out.write("\n")
             written += 1
         return written
