@@ -1,12 +1,23 @@
 -- Mapping of the "Ypso Formation" ERP (erp_est) onto the canonical dossier model.
 -- Contracts and amendments share T_CONTRAT (CTR_NATURE 'C' or 'A'); an amendment row is a
 -- full copy of the contract as amended, CTR_PARENT_ID naming the amended contract.
--- Dates are text (DD/MM/YYYY) in this product: converted here, an unreadable date becomes
--- NULL and is reported by the quality gate rather than failing the whole extraction.
+-- Dates (DD/MM/YYYY) and training hours are free text in this product: they are returned
+-- as typed and read by the connector row by row (cfa_opco.dossier.fields.parse_value), so
+-- that an impossible date (31/02) or a word in a number quarantines its own row with a
+-- message instead of failing this whole query. The only dates computed here (the yearly pay
+-- periods) go through a guarded conversion that yields NULL for an impossible date.
 WITH ctr AS (
     SELECT t.*,
-           CASE WHEN t."CTR_DDEB" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(t."CTR_DDEB", 'DD/MM/YYYY') END AS ddeb,
-           CASE WHEN t."CTR_DFIN" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(t."CTR_DFIN", 'DD/MM/YYYY') END AS dfin
+           CASE WHEN t."CTR_DDEB" ~ '^\d{2}/(0[1-9]|1[0-2])/[1-9]\d{3}$' THEN
+                CASE WHEN substr(t."CTR_DDEB", 1, 2)::int BETWEEN 1 AND extract(day from
+                          make_date(substr(t."CTR_DDEB", 7, 4)::int, substr(t."CTR_DDEB", 4, 2)::int, 1)
+                          + interval '1 month - 1 day')
+                     THEN to_date(t."CTR_DDEB", 'DD/MM/YYYY') END END AS ddeb,
+           CASE WHEN t."CTR_DFIN" ~ '^\d{2}/(0[1-9]|1[0-2])/[1-9]\d{3}$' THEN
+                CASE WHEN substr(t."CTR_DFIN", 1, 2)::int BETWEEN 1 AND extract(day from
+                          make_date(substr(t."CTR_DFIN", 7, 4)::int, substr(t."CTR_DFIN", 4, 2)::int, 1)
+                          + interval '1 month - 1 day')
+                     THEN to_date(t."CTR_DFIN", 'DD/MM/YYYY') END END AS dfin
     FROM "T_CONTRAT" t
 )
 SELECT
@@ -47,7 +58,7 @@ SELECT
     s."STG_NOM_USAGE" AS apprenti_nom_usage,
     s."STG_PRENOM" AS apprenti_prenom,
     CASE s."STG_CIVILITE" WHEN 'M.' THEN 'M' WHEN 'Mme' THEN 'F' END AS apprenti_sexe,
-    CASE WHEN s."STG_DNAIS" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(s."STG_DNAIS", 'DD/MM/YYYY') END AS apprenti_date_naissance,
+    s."STG_DNAIS" AS apprenti_date_naissance,
     s."STG_LIEU_NAIS" AS apprenti_commune_naissance,
     s."STG_DEP_NAIS" AS apprenti_departement_naissance,
     NULLIF(s."STG_NSS", '') AS apprenti_nir,
@@ -68,18 +79,18 @@ SELECT
     NULLIF(split_part(s."STG_RESP_LEGAL", ' ', 1), '') AS representant_nom,
     NULLIF(substr(s."STG_RESP_LEGAL", length(split_part(s."STG_RESP_LEGAL", ' ', 1)) + 2), '') AS representant_prenom,
     t1."TUT_NOM" AS maitre1_nom, t1."TUT_PRENOM" AS maitre1_prenom,
-    CASE WHEN t1."TUT_DNAIS" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(t1."TUT_DNAIS", 'DD/MM/YYYY') END AS maitre1_date_naissance,
+    t1."TUT_DNAIS" AS maitre1_date_naissance,
     t1."TUT_FONCTION" AS maitre1_emploi, t1."TUT_DIPLOME" AS maitre1_diplome,
     t2."TUT_NOM" AS maitre2_nom, t2."TUT_PRENOM" AS maitre2_prenom,
-    CASE WHEN t2."TUT_DNAIS" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(t2."TUT_DNAIS", 'DD/MM/YYYY') END AS maitre2_date_naissance,
+    t2."TUT_DNAIS" AS maitre2_date_naissance,
     t2."TUT_FONCTION" AS maitre2_emploi, t2."TUT_DIPLOME" AS maitre2_diplome,
     c."CTR_TYPE" AS contrat_type,
     c."CTR_DEROG" AS contrat_derogation,
     COALESCE(c."CTR_NUM_PREC", p."CTR_DECA") AS contrat_numero_precedent,
-    CASE WHEN c."CTR_DSIGN" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(c."CTR_DSIGN", 'DD/MM/YYYY') END AS contrat_date_conclusion,
-    c.ddeb AS contrat_date_debut,
-    c.dfin AS contrat_date_fin,
-    CASE WHEN c."CTR_DEFFET" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(c."CTR_DEFFET", 'DD/MM/YYYY') END AS contrat_date_effet_avenant,
+    c."CTR_DSIGN" AS contrat_date_conclusion,
+    c."CTR_DDEB" AS contrat_date_debut,
+    c."CTR_DFIN" AS contrat_date_fin,
+    c."CTR_DEFFET" AS contrat_date_effet_avenant,
     floor(c."CTR_HEBDO")::int AS contrat_hebdo_heures,
     round((c."CTR_HEBDO" - floor(c."CTR_HEBDO")) * 60)::int AS contrat_hebdo_minutes,
     c."CTR_SALAIRE" AS contrat_salaire_embauche,
@@ -92,8 +103,8 @@ SELECT
     a."ACT_RNCP" AS formation_rncp,
     a."ACT_CFD" AS formation_cfd,
     a."ACT_LIB" AS formation_intitule,
-    CASE WHEN a."ACT_DEBUT" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(a."ACT_DEBUT", 'DD/MM/YYYY') END AS formation_date_debut,
-    CASE WHEN a."ACT_FIN" ~ '^\d{2}/\d{2}/\d{4}$' THEN to_date(a."ACT_FIN", 'DD/MM/YYYY') END AS formation_date_fin,
+    a."ACT_DEBUT" AS formation_date_debut,
+    a."ACT_FIN" AS formation_date_fin,
     a."ACT_HEURES" AS formation_duree_heures,
     si."SITE_SIRET" AS cfa_siret,
     si."SITE_UAI" AS cfa_uai,

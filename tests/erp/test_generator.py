@@ -11,7 +11,7 @@ from stdnum.fr import nir as stdnum_nir
 
 from cfa_opco.db.connect import connection
 from cfa_opco.erp import identifiers as ids
-from cfa_opco.erp.generator import AVENANT_DEFECT, DEFECTS, Generator, age_on
+from cfa_opco.erp.generator import AVENANT_DEFECT, DEFECT_RULE, DEFECTS, Generator, add_months, age_on
 
 REF = dt.date(2026, 8, 15)
 
@@ -51,8 +51,9 @@ def test_counts_and_sources(gen):
 def test_defect_share_and_every_kind_present(gen):
     share = len(gen.truth) / 3000
     assert 0.06 < share < 0.10, share
-    kinds = Counter(t[2] for t in gen.truth)
+    kinds = Counter(t[3] or t[2] for t in gen.truth)   # the seeded kind (detail) or its rule code
     assert set(kinds) == set(DEFECTS) | {AVENANT_DEFECT}
+    assert {t[2] for t in gen.truth} == {DEFECT_RULE.get(d, d) for d in DEFECTS} | {AVENANT_DEFECT}
 
 
 def test_every_opco_receives_dossiers(gen):
@@ -80,12 +81,17 @@ def test_clean_rows_are_valid_and_defects_are_real(gen):
     learners = {a["id"]: a for a in _main_rows(gen, "apprenant")}
     sessions = {s["id"]: s for s in _main_rows(gen, "session_formation")}
     checked = Counter()
+    from cfa_opco.dossier.fields import normalize_identifier
+
     for c in _main_rows(gen, "contrat"):
         defect = truth.get(c["numero_interne"])
         comp, learner, session = companies[c["entreprise_id"]], learners[c["apprenant_id"]], sessions[c["session_id"]]
-        siret_ok = (luhn.is_valid(comp["siret"]) or
-                    (comp["siret"].startswith(ids.LA_POSTE_SIREN) and sum(map(int, comp["siret"])) % 5 == 0))
-        assert siret_ok == (defect != "EMPLOYEUR_SIRET_CLE"), c["numero_interne"]
+        siret = normalize_identifier("employeur_siret", comp["siret"])   # typed with spaces/dots sometimes
+        siret_ok = siret.isdigit() and (luhn.is_valid(siret) or
+                                        (siret.startswith(ids.LA_POSTE_SIREN) and sum(map(int, siret)) % 5 == 0))
+        assert siret_ok == (defect not in ("EMPLOYEUR_SIRET_CLE", "EMPLOYEUR_SIRET_FORMAT")), c["numero_interne"]
+        assert (len(comp["adresse_voie"]) > 38) == (defect == "CHAMP_LONGUEUR"), c["numero_interne"]
+        learner = dict(learner, nir=normalize_identifier("apprenti_nir", learner["nir"]))
         age = age_on(learner["date_naissance"], c["date_debut"])
         exception = learner["rqth"] or learner["sportif_haut_niveau"] or learner["projet_creation_entreprise"]
         assert (age > 29 and not exception) == (defect == "APPRENTI_AGE_MAX"), c["numero_interne"]
@@ -96,6 +102,10 @@ def test_clean_rows_are_valid_and_defects_are_real(gen):
             assert year_ok == (defect != "APPRENTI_NIR_NAISSANCE")
             assert learner["nir"][0] == ("1" if learner["sexe"] == "M" else "2")
         assert (c["date_fin"] < c["date_debut"]) == (defect == "CONTRAT_DATES_ORDRE")
+        assert (c["duree_hebdo_heures"] + c["duree_hebdo_minutes"] / 60 > 40) == (defect == "CONTRAT_DUREE_HEBDO_MAX")
+        assert (c["date_conclusion"] > c["date_debut"]) == (defect == "CONTRAT_SIGNATURE_APRES_DEBUT")
+        late = c["date_fin"] > add_months(session["date_fin"], 3)
+        assert late == (defect == "CONTRAT_FIN_APRES_FORMATION"), c["numero_interne"]
         assert (session["duree_heures"] > 9999) == (defect == "FORMATION_HEURES_MAX")
         if age < 18:
             assert learner["representant_nom"], "a minor needs a legal guardian"
@@ -109,7 +119,7 @@ def test_loaded_erps_hold_the_ground_truth(seeded_erp):
         n, kinds = cur.fetchone()
         cur.execute("SELECT count(*) FROM contrat")
         contracts = cur.fetchone()[0]
-    assert kinds == len(DEFECTS) + 1 and 0.06 * 2000 < n < 0.10 * 2000
+    assert kinds == len({DEFECT_RULE.get(d, d) for d in DEFECTS}) + 1 and 0.06 * 2000 < n < 0.10 * 2000
     with connection(seeded_erp["erp_est"]) as conn, conn.cursor() as cur:
         cur.execute('SELECT count(*) FROM "T_CONTRAT"')
         est = cur.fetchone()[0]

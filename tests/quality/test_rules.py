@@ -163,12 +163,30 @@ def test_dates_guarded():
     assert errors_of(contrat_hebdo_heures=41) == {"CONTRAT_DUREE_HEBDO_MAX"}
     assert errors_of(contrat_date_debut=None) == {"CHAMP_OBLIGATOIRE"}
     assert errors_of(formation_duree_heures=10_000) == {"FORMATION_HEURES_MAX"}
-    assert errors_of(formation_date_fin=dt.date(2026, 12, 1)) == {"FORMATION_DUREE"}
+    assert errors_of(formation_date_fin=dt.date(2026, 12, 1)) == {"FORMATION_DUREE", "CONTRAT_FIN_APRES_FORMATION"}  # contract ends > 3 months after
 
 
-def test_end_after_training_is_a_warning():
-    an = R.evaluate(pd.DataFrame([clean(contrat_date_fin=dt.date(2028, 10, 15), formation_duree_heures=900)]))
+def test_end_more_than_3_months_after_training_blocks_unless_configured_as_warning():
+    late = clean(contrat_date_fin=dt.date(2028, 10, 15), formation_duree_heures=900)
+    an = R.evaluate(pd.DataFrame([late]))
+    assert set(zip(an["rule_code"], an["severity"])) == {("CONTRAT_FIN_APRES_FORMATION", "error")}
+    assert "plus de 3 mois après la fin de la formation" in an["message"].iloc[0]
+    an = R.evaluate(pd.DataFrame([late]), {"CONTRAT_FIN_APRES_FORMATION": "warning"})
     assert set(zip(an["rule_code"], an["severity"])) == {("CONTRAT_FIN_APRES_FORMATION", "warning")}
+    # exactly 3 months after the training: allowed
+    ok = clean()
+    ok["contrat_date_fin"] = R._add_months(pd.Series([pd.Timestamp(ok["formation_date_fin"])]), 3)[0].date()
+    assert ("D-1", "CONTRAT_FIN_APRES_FORMATION") not in codes(ok)
+
+
+def test_text_lengths_are_checked_with_a_french_message():
+    an = R.evaluate(pd.DataFrame([clean(employeur_adresse_voie="r" * 600, apprenti_nom="N" * 51)]))
+    got = an[an["rule_code"] == "CHAMP_LONGUEUR"].set_index("field")
+    assert got.loc["employeur_adresse_voie", "message"] == "Adresse de l'employeur (voie) : 600 caractères, 38 au plus"
+    assert got.loc["employeur_adresse_voie", "record_type"] == "entreprise"
+    assert got.loc["apprenti_nom", "message"] == "Nom de naissance de l'apprenti : 51 caractères, 50 au plus"
+    assert set(got["severity"]) == {"error"}
+    assert codes(clean(employeur_adresse_voie="r" * 38)) == set()
 
 
 def test_theory_share():
@@ -233,7 +251,8 @@ def test_cancelled_dossier_and_unparseable_values_do_not_crash():
 
 
 def test_severity_overrides():
-    assert R.severities()["CONTRAT_FIN_APRES_FORMATION"] == "warning"
+    assert R.severities()["CONTRAT_FIN_APRES_FORMATION"] == "error"
+    assert R.severities({"CONTRAT_FIN_APRES_FORMATION": "warning"})["CONTRAT_FIN_APRES_FORMATION"] == "warning"
     assert R.severities({"CONTRAT_DUREE_MIN": "warning"})["CONTRAT_DUREE_MIN"] == "warning"
     assert codes(clean(contrat_date_fin=dt.date(2027, 1, 31)), overrides={"CONTRAT_DUREE_MIN": "off"}) == set()
     with pytest.raises(ValueError):
@@ -246,7 +265,7 @@ def test_catalogue_covers_every_rule():
     cat = catalogue()
     assert set(R.RULE_CODES) <= set(cat)
     seeded = {c for c, spec in cat.items() if spec.get("seeded")}
-    assert len(seeded) == 10 and seeded <= set(R.RULE_CODES)
+    assert len(seeded) == 13 and seeded <= set(R.RULE_CODES)
 
 
 def test_gx_suites_agree_with_pandas():
@@ -282,7 +301,7 @@ def test_decide_verdicts():
             clean(numero_interne="CANCEL", entreprise_ref="ent:2", employeur_siret=bad, statut="ANNULE"),
             clean(numero_interne="WARN", contrat_date_fin=dt.date(2028, 10, 15), formation_duree_heures=900)]
     df = pd.DataFrame(rows).assign(content_hash="h")
-    an = R.evaluate(df)
+    an = R.evaluate(df, {"CONTRAT_FIN_APRES_FORMATION": "warning"})
     forces = pd.DataFrame([{"source_id": "erp_main", "numero_interne": "FORCED", "force_id": 7}])
     v = decide(df, an, forces).set_index("numero_interne")
     assert v["verdict"].to_dict() == {"OK": "TRANSMIT", "BAD": "QUARANTINE", "FORCED": "FORCED",

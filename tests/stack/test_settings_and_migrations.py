@@ -92,3 +92,83 @@ def test_embedded_server_start_is_idempotent(pg_server):
     assert embedded_pg.is_running()
     embedded_pg.start()
     assert embedded_pg.is_running()
+
+
+# -- every postgres connection follows the configured server (issue 10, point 8) ----------
+def test_postgres_connections_follow_the_configured_server_not_the_committed_port(pg_server):
+    """The tests' server is not on the committed 55432 (conftest moves CFA_PG_PORT): the
+    generated connections must reach it, and a real query through them must succeed."""
+    import os
+
+    from cfa_opco.db.connect import connect
+
+    host, port = pg_server
+    env = airflow_settings.sandbox_connection_env(18085)
+    for conn_id, db in (("CFA_ERP_MAIN", "erp_main"), ("CFA_ERP_EST", "erp_est"),
+                        ("CFA_CONNECTOR", "connector")):
+        parts = json.loads(env["AIRFLOW_CONN_" + conn_id])
+        assert (parts["host"], int(parts["port"]), parts["schema"]) == (host, port, settings.DATABASES[db])
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from cfa_opco.stack import embedded_pg
+
+        embedded_pg.create_databases()
+        conn = connect("cfa_connector")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_database(), inet_server_port()")
+                dbname, server_port = cur.fetchone()
+        finally:
+            conn.close()
+        assert dbname == settings.DATABASES["connector"]
+        assert server_port == port
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_a_moved_port_moves_every_project_connection(tmp_path):
+    """CFA_PG_HOST/CFA_PG_PORT given to a fresh process (as `make up` reads them) move the
+    cfa_erp_*/cfa_connector connections, both in the environment form and in what
+    `airflow_env init` writes to the metadata database; CFA_<NAME>_DSN wins for its
+    database; an ERP connection added by hand to another server is left alone."""
+    import subprocess
+    import sys
+
+    cfg = yaml.safe_load((PROJECT / "airflow_settings.yaml").read_text())
+    cfg["airflow"]["connections"].append({"conn_id": "cfa_erp_nord", "conn_type": "postgres",
+                                          "conn_host": "erp.nord.example", "conn_port": 5432,
+                                          "conn_schema": "gescola", "conn_login": "lecteur"})
+    settings_file = tmp_path / "airflow_settings.yaml"
+    settings_file.write_text(yaml.safe_dump(cfg))
+    code = f"""
+import json
+from pathlib import Path
+from cfa_opco.stack import airflow_settings as a
+env = a.sandbox_connection_env(18085, settings_file=Path({str(settings_file)!r}))
+loaded = a.load(Path({str(settings_file)!r}))
+moved = a.rewrite_postgres(loaded)
+print(json.dumps({{"env": {{k: json.loads(v) for k, v in env.items() if "CFA_" in k}},
+                  "moved": moved,
+                  "init": {{c["conn_id"]: [c["conn_host"], c["conn_port"], c["conn_schema"]]
+                           for c in loaded.connections if c["conn_type"] == "postgres"}}}}))
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CFA_")}
+    env.update(CFA_PG_HOST="10.1.2.3", CFA_PG_PORT="55999", CFA_PG_PASSWORD="s3cret",
+               CFA_ERP_EST_DSN="postgresql://ypso:pw@erp-est.example:6543/ypso_prod")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    main = res["env"]["AIRFLOW_CONN_CFA_ERP_MAIN"]
+    assert (main["host"], main["port"], main["schema"], main["password"]) == ("10.1.2.3", 55999,
+                                                                              "cfa_erp_main", "s3cret")
+    assert res["env"]["AIRFLOW_CONN_CFA_CONNECTOR"]["port"] == 55999
+    est = res["env"]["AIRFLOW_CONN_CFA_ERP_EST"]
+    assert (est["host"], est["port"], est["schema"], est["login"]) == ("erp-est.example", 6543, "ypso_prod", "ypso")
+    assert res["env"]["AIRFLOW_CONN_CFA_ERP_NORD"]["host"] == "erp.nord.example"
+    assert sorted(res["moved"]) == ["cfa_connector", "cfa_erp_est", "cfa_erp_main"]
+    assert res["init"]["cfa_erp_main"] == ["10.1.2.3", 55999, "cfa_erp_main"]
+    assert res["init"]["cfa_erp_nord"] == ["erp.nord.example", 5432, "gescola"]

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 from typing import Any, Mapping
 
+from cfa_opco.dossier.fields import IDENTIFIERS, normalize_identifier
 from cfa_opco.dossier.model import COLUMNS, NATURE_AVENANT, REMUNERATION_YEARS
 
 _PERSON_BLOCKS = ("maitre2",)
@@ -24,9 +25,19 @@ def _date(value: Any) -> str:
 _TEXT = str
 _CONVERT = {"date": _date, "num": lambda v: round(float(v), 2), "int": int, "bool": bool}
 
+
+
+def _converter(column):
+    """Identifiers are sent normalised (spaces, dots removed: the value the gate checked,
+    extraction already stores it so; a batch staged before that is normalised here)."""
+    if column.name in IDENTIFIERS:
+        return lambda v, name=column.name: normalize_identifier(name, v)
+    return _CONVERT.get(column.type, _TEXT)
+
+
 # (column, parent path, key, converter) of every column sent, resolved once: payloads are
 # built by the thousand per second during transmission
-_PLAN = tuple((c.name, tuple(c.cerfa.split(".")[:-1]), c.cerfa.split(".")[-1], _CONVERT.get(c.type, _TEXT))
+_PLAN = tuple((c.name, tuple(c.cerfa.split(".")[:-1]), c.cerfa.split(".")[-1], _converter(c))
               for c in COLUMNS if c.cerfa)
 
 

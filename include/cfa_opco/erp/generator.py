@@ -7,6 +7,12 @@ the rest) with a CFA network's reference data and dossiers, and a controlled sha
 ``seed_ground_truth`` (in the erp_main database) with the quality rule expected to catch
 it. Same seed and arguments, same databases, row for row.
 
+Besides business-rule defects, it seeds data as real ERPs hold it: a SIRET saved as a
+number by a spreadsheet, over-long texts, impossible dates and words in number columns
+(erp_est keeps them as text), text saved through the wrong encoding; and, on clean
+dossiers, identifiers typed with spaces, non-breaking spaces and dots, which must pass
+once normalised (``seed_formatted_identifier``).
+
 Everything is built in memory with plain Python (about 5 s for 100,000 dossiers) and
 loaded with COPY.
 """
@@ -34,7 +40,22 @@ DEFECTS = (
     "EMPLOYEUR_SIRET_CLE", "EMPLOYEUR_IDCC_INCONNU", "APPRENTI_AGE_MAX",
     "APPRENTI_NIR_MANQUANT", "APPRENTI_NIR_NAISSANCE", "CONTRAT_DUREE_MIN",
     "CONTRAT_DATES_ORDRE", "CONTRAT_REMUNERATION_MIN", "FORMATION_HEURES_MAX",
+    # data as real ERPs hold it (issue 10): each kind with the rule that must catch it
+    "EMPLOYEUR_SIRET_FORMAT",          # a number in a text column: SIRET saved by a spreadsheet (5.52100554E+13)
+    "CHAMP_LONGUEUR",                  # an over-long text (street of several hundred characters)
+    "DATE_IMPOSSIBLE",                 # 30/02 in a text date column (erp_est)
+    "TYPE_INVALIDE",                   # words in a number column (erp_est: training hours as free text)
+    "ENCODAGE",                        # text saved through the wrong encoding ("ChambÃ©ry")
+    "CONTRAT_FIN_APRES_FORMATION",     # CERFA: the contract ends more than 3 months after the training
+    "CONTRAT_DUREE_HEBDO_MAX",         # CERFA: more than 40 hours a week
+    "CONTRAT_SIGNATURE_APRES_DEBUT",   # CERFA: an initial contract signed after it started
 )
+# the seeded kind -> the rule code the gate reports it with (ground truth)
+DEFECT_RULE = {"DATE_IMPOSSIBLE": "EXTRACTION_VALEUR_ILLISIBLE", "TYPE_INVALIDE": "EXTRACTION_VALEUR_ILLISIBLE",
+               "ENCODAGE": "EXTRACTION_VALEUR_ILLISIBLE"}
+EST_ONLY_DEFECTS = ("DATE_IMPOSSIBLE", "TYPE_INVALIDE")   # text columns that only erp_est has
+MOJIBAKE_COMMUNES = ("ChambÃ©ry", "GenÃ¨ve", "OrlÃ©ans", "BesanÃ§on", "Saint-Ã‰tienne")
+HOURS_AS_TEXT = ("NC", "1200h", "env. 900", "à définir", "12OO")
 AVENANT_DEFECT = "AVENANT_CONTRAT_PRECEDENT"
 UNKNOWN_IDCCS = ("0001", "0002", "0999", "1212", "1999", "2001", "3333")
 NAFS = ("10.71C", "10.71D", "56.10A", "56.10C", "45.20A", "43.21A", "43.22A", "41.20A",
@@ -200,6 +221,11 @@ class Generator:
         self.smic, self.grid = Smic(), PayGrid()
         self.main, self.est = Tables(), Tables()
         self.truth: list[tuple] = []
+        # (source, record, identifier, column, as typed): identifiers typed with spaces/dots
+        self.formatted: list[tuple] = []
+        # a second stream for the clean formatting variations: the main stream (and so every
+        # table) does not depend on them
+        self.fmt_rng = random.Random(seed * 7919 + 1)
         self._ids: dict[str, int] = {}
         self._pdf_cache: dict[str, bytes] = {}
 
@@ -244,25 +270,43 @@ class Generator:
         siret = ids.siret_from(siren, f"{rng.randint(1, 99):04d}")
         idcc, idcc_name = rng.choice(self.idccs)
         libelle = f"Convention collective nationale IDCC {idcc} ({idcc_name})"
+        address = self.address()
+        typed_siret, typed_idcc = siret, idcc
         if defect == "EMPLOYEUR_SIRET_CLE":
-            siret = ids.with_wrong_luhn_key(siret)
+            siret = typed_siret = ids.with_wrong_luhn_key(siret)
         elif defect == "EMPLOYEUR_IDCC_INCONNU":
             idcc, libelle = rng.choice(UNKNOWN_IDCCS), "Convention collective (à vérifier)"
+            typed_idcc = idcc
+        elif defect == "EMPLOYEUR_SIRET_FORMAT":
+            typed_siret = f"{int(siret) / 1e13:.8f}".rstrip("0") + "E+13"   # 5.52100554E+13
+        elif defect == "CHAMP_LONGUEUR":
+            # the whole address typed in the street field, several times over (copy-paste)
+            street = ", ".join([f"{address[1]} {address[3]} {address[4]}"] * rng.randint(4, 12))
+            address = (address[0], street[:600] if source == "erp_main" else street[:120], *address[2:])
+        elif defect is None and source == "erp_main" and self.fmt_rng.random() < 0.08:
+            # identifiers as CFA staff type them: spaces, non-breaking spaces, dots, outer blanks;
+            # valid once normalised (the gate must pass them, the OPCO must receive them compact)
+            sep = self.fmt_rng.choice((" ", "\u00a0", ".", "\u202f"))
+            typed_siret = sep.join((siret[:3], siret[3:6], siret[6:9], siret[9:]))
+            typed_idcc = self.fmt_rng.choice((f" {idcc}", f"{idcc} ", idcc))
+            self.formatted.append(("erp_main", "entreprise", siret, "employeur_siret", typed_siret))
         company = {
             "source": source, "siret": siret, "name": name, "naf": rng.choice(NAFS),
             "idcc": idcc, "libelle_idcc": libelle, "effectif": rng.choice((1, 3, 8, 12, 25, 60, 240)),
-            "type": rng.randint(11, 16), "specifique": 0, "address": self.address(),
+            "type": rng.randint(11, 16), "specifique": 0, "address": address,
             "phone": self.phone(False), "email": self.email("contact", nom, "entreprise.fr"),
             "masters": [], "dossiers": 0,
         }
         company["id"] = self.next_id(f"{source}:entreprise")
         if source == "erp_main":
-            self.main.add("entreprise", (company["id"], siret, name, company["naf"], idcc, libelle,
+            self.main.add("entreprise", (company["id"], typed_siret, name, company["naf"], typed_idcc, libelle,
                                          company["effectif"], company["type"], 0, False,
                                          *company["address"], company["phone"], company["email"]))
         else:
             adr = self.est_address(company["address"])
             typed = f"{siret[:3]} {siret[3:6]} {siret[6:9]} {siret[9:]}" if rng.random() < 0.3 else siret
+            if typed_siret != siret:
+                typed = typed_siret
             self.est.add("T_ENTREPRISE", (company["id"], typed, name, company["naf"].replace(".", ""),
                                           idcc, libelle, company["effectif"], company["type"], 0,
                                           "N", adr, company["phone"], company["email"]))
@@ -320,7 +364,7 @@ class Generator:
         return sessions
 
     def new_session(self, source: str, site_id: int, formation: dict, formation_id: int,
-                    start: dt.date, end: dt.date, hours: int) -> dict:
+                    start: dt.date, end: dt.date, hours: int | str) -> dict:
         sid = self.next_id(f"{source}:session")
         session = {"id": sid, "source": source, "site_id": site_id, "formation": formation,
                    "formation_id": formation_id, "start": start, "end": end, "hours": hours}
@@ -356,12 +400,18 @@ class Generator:
             c = rng.choice(self.communes)
             commune, departement, code_commune, nationalite = (c["commune"], c["departement"],
                                                                 c["code_commune"], 1)
+        if defect == "ENCODAGE":
+            commune = rng.choice(MOJIBAKE_COMMUNES)
         nir_year = birth.year
         if defect == "APPRENTI_NIR_NAISSANCE":
             nir_year = birth.year + rng.choice((-3, -2, -1, 1, 2, 3))
         nir = ids.nir_from(sexe, nir_year, birth.month, departement, code_commune, rng.randint(1, 999))
         if defect == "APPRENTI_NIR_MANQUANT":
             nir = None
+        typed_nir = nir
+        if nir and defect is None and source == "erp_main" and self.fmt_rng.random() < 0.08:
+            typed_nir = " ".join((nir[0], nir[1:3], nir[3:5], nir[5:7], nir[7:10], nir[10:13], nir[13:])) + " "
+            self.formatted.append(("erp_main", "apprenant", nir, "apprenti_nir", typed_nir))
         minor = age_on(birth, contract_start) < 18
         rep_nom, rep_prenom = (nom, self.person()[1]) if minor else (None, None)
         lid = self.next_id(f"{source}:apprenant")
@@ -369,7 +419,7 @@ class Generator:
         phone, email = self.phone(True), self.email(prenom, nom, "example.fr")
         situation, diplome = rng.randint(1, 12), rng.choice((13, 25, 26, 33, 34, 35, 38, 41, 42))
         if source == "erp_main":
-            self.main.add("apprenant", (lid, nom, None, prenom, sexe, birth, commune, departement, nir,
+            self.main.add("apprenant", (lid, nom, None, prenom, sexe, birth, commune, departement, typed_nir,
                                         nationalite, 2, *address, phone, email, exception["rqth"],
                                         exception["shn"], exception["crea"], situation, diplome,
                                         rep_nom, rep_prenom))
@@ -417,9 +467,22 @@ class Generator:
             end = add_months(start, rng.randint(3, 5))
         elif defect == "CONTRAT_DATES_ORDRE":
             end = start - dt.timedelta(days=rng.randint(10, 200))
+        elif defect == "CONTRAT_FIN_APRES_FORMATION":
+            # starts with the training (so that the theory share stays above 25 %) and ends
+            # 3 months and 10 to 25 days after it
+            start = session["start"] + dt.timedelta(days=rng.randint(0, 30))
+            end = add_months(session["end"], 3) + dt.timedelta(days=rng.randint(10, 25))
         signature = start - dt.timedelta(days=rng.randint(1, 30))
+        typed_signature = signature
+        if defect == "CONTRAT_SIGNATURE_APRES_DEBUT":
+            signature = typed_signature = start + dt.timedelta(days=rng.randint(1, 20))
+        elif defect == "DATE_IMPOSSIBLE":
+            day, month = rng.choice(((30, 2), (31, 2), (31, 4), (31, 6), (31, 9), (31, 11)))
+            typed_signature = f"{day:02d}/{month:02d}/{signature.year}"
         learner = self.make_learner(source, start, defect)
         hebdo_h, hebdo_m = rng.choices(((35, 0), (39, 0), (35, 30)), (80, 10, 10))[0]
+        if defect == "CONTRAT_DUREE_HEBDO_MAX":
+            hebdo_h, hebdo_m = rng.choice(((41, 0), (42, 0), (45, 0), (40, 30)))
         years, salary = self.pay_schedule(learner["birth"], start, end, defect, hebdo_h + hebdo_m / 60)
         masters = company["masters"]
         m1 = masters[0]
@@ -436,7 +499,7 @@ class Generator:
             taux = [y[3] for y in years] + [None] * (4 - len(years))
             self.est.add("T_CONTRAT", self.est_contract_row(
                 cid, numero, "C", None, 11, learner["derogation"], learner["id"], company["id"],
-                session["id"], m1, m2, signature, start, end, None, hebdo_h + hebdo_m / 60, salary,
+                session["id"], m1, m2, typed_signature, start, end, None, hebdo_h + hebdo_m / 60, salary,
                 taux, caisse))
         self.add_documents(source, cid, numero)
         return {"id": cid, "numero": numero, "start": start, "end": end, "learner": learner,
@@ -446,7 +509,7 @@ class Generator:
     @staticmethod
     def est_contract_row(cid, numero, nature, parent, typ, derog, stg, ent, act, t1, t2, sign,
                          start, end, effet, hebdo, salary, taux, caisse) -> tuple:
-        fmt = lambda d: d.strftime("%d/%m/%Y") if d else None  # noqa: E731
+        fmt = lambda d: d if isinstance(d, str) else (d.strftime("%d/%m/%Y") if d else None)  # noqa: E731
         return (cid, numero, nature, parent, typ, derog, stg, ent, act, t1, t2, fmt(sign), fmt(start),
                 fmt(end), fmt(effet), round(hebdo, 2), salary, *taux, "SMIC", caisse)
 
@@ -496,7 +559,7 @@ class Generator:
         sessions = self.make_sites_and_sessions()
         companies: dict[str, list[dict]] = {"erp_main": [], "erp_est": []}
         defect_company: dict[tuple[str, str], dict] = {}
-        defect_session: dict[str, dict] = {}
+        defect_session: dict[tuple[str, str], dict] = {}
         counters = {"erp_main": {}, "erp_est": 0}
         site_prefix = {"775672272": "MR", "324578137": "BTP"}
         clean_contracts: list[dict] = []
@@ -505,16 +568,21 @@ class Generator:
         for i in range(n_contracts):
             source = "erp_est" if rng.random() < self.est_share else "erp_main"
             defect = rng.choice(DEFECTS) if rng.random() < self.defect_rate else None
+            if defect in EST_ONLY_DEFECTS:
+                source = "erp_est"
             session = rng.choice(sessions[source])
-            if defect == "FORMATION_HEURES_MAX":
-                bad = defect_session.get(source)
+            if defect in ("FORMATION_HEURES_MAX", "TYPE_INVALIDE"):
+                bad = defect_session.get((source, defect))
                 if bad is None or rng.random() < 0.4:
                     s = session
+                    hours = (rng.randint(10_000, 12_500) if defect == "FORMATION_HEURES_MAX"
+                             else rng.choice(HOURS_AS_TEXT))
                     bad = self.new_session(source, s["site_id"], s["formation"], s["formation_id"],
-                                           s["start"], s["end"], rng.randint(10_000, 12_500))
-                    defect_session[source] = bad
+                                           s["start"], s["end"], hours)
+                    defect_session[(source, defect)] = bad
                 session = bad
-            if defect in ("EMPLOYEUR_SIRET_CLE", "EMPLOYEUR_IDCC_INCONNU"):
+            if defect in ("EMPLOYEUR_SIRET_CLE", "EMPLOYEUR_IDCC_INCONNU", "EMPLOYEUR_SIRET_FORMAT",
+                          "CHAMP_LONGUEUR"):
                 # a faulty company row, shared by up to 3 dossiers (one root cause)
                 company = defect_company.get((source, defect))
                 if company is None or company["dossiers"] >= 3 or rng.random() < 0.3:
@@ -536,7 +604,8 @@ class Generator:
                 numero = f"SMB{session['start'].year % 100}-{counters['erp_est']:05d}"
             contract = self.make_contract(source, numero, company, session, defect)
             if defect:
-                self.truth.append((source, numero, defect, None))
+                self.truth.append((source, numero, DEFECT_RULE.get(defect, defect),
+                                   defect if defect in DEFECT_RULE else None))
             else:
                 clean_contracts.append(contract)
         for base in rng.sample(clean_contracts, min(n_avenants, len(clean_contracts))):
@@ -572,8 +641,13 @@ class Generator:
                     cur.execute("""CREATE TABLE IF NOT EXISTS seed_info (
                                      seed integer, dossiers integer, reference_date date,
                                      defect_rate numeric, generated_at timestamptz DEFAULT now())""")
-                    cur.execute("TRUNCATE seed_ground_truth, seed_info")
+                    cur.execute("""CREATE TABLE IF NOT EXISTS seed_formatted_identifier (
+                                     source_id text NOT NULL, record text NOT NULL, normalised text NOT NULL,
+                                     field text NOT NULL, typed text NOT NULL)""")
+                    cur.execute("TRUNCATE seed_ground_truth, seed_info, seed_formatted_identifier")
                     copy_rows(cur, "seed_ground_truth", ", ".join(GROUND_TRUTH_COLUMNS.split()), self.truth)
+                    copy_rows(cur, "seed_formatted_identifier", "source_id, record, normalised, field, typed",
+                              self.formatted)
                     cur.execute("INSERT INTO seed_info (seed, dossiers, reference_date, defect_rate) "
                                 "VALUES (%s, %s, %s, %s)", (self.seed, self.n, self.ref, self.defect_rate))
                 # keep the ERP's own sequences past the ids we wrote

@@ -117,6 +117,41 @@ def decide(dossiers: pd.DataFrame, anomalies: pd.DataFrame, forces: pd.DataFrame
     return d
 
 
+def extraction_anomalies(conn, run_id: str, dossiers: pd.DataFrame, anomalies: pd.DataFrame,
+                         sev: dict[str, str]) -> pd.DataFrame:
+    """Add the values extraction could not read (``extraction_issue``: impossible date,
+    text in a number column, bad encoding) to the run's anomalies, as rule
+    EXTRACTION_VALEUR_ILLISIBLE on the dossier; the CHAMP_OBLIGATOIRE anomaly the NULLed
+    value would also raise on that field is dropped (one reason, the real one)."""
+    from cfa_opco.quality import rules as R
+
+    severity = sev.get(R.EXTRACTION_CODE, "error")
+    if severity == "off":
+        return anomalies
+    with conn.cursor() as cur:
+        cur.execute("""SELECT source_id, numero_interne, field, coalesce(valeur, ''), message
+                       FROM extraction_issue WHERE run_id = %s AND numero_interne IS NOT NULL
+                       ORDER BY source_id, numero_interne, row_number, field""", (run_id,))
+        rows = cur.fetchall()
+    if not rows:
+        return anomalies
+    issues = pd.DataFrame(rows, columns=["source_id", "numero_interne", "field", "valeur", "message"])
+    issues = issues.merge(dossiers[["source_id", "numero_interne", "site_code"]],
+                          on=["source_id", "numero_interne"], how="inner")
+    if issues.empty:
+        return anomalies
+    issues = issues.assign(rule_code=R.EXTRACTION_CODE, severity=severity, domain="contrat",
+                           record_type="contrat", record_ref=issues["numero_interne"],
+                           record_label="Dossier " + issues["numero_interne"])[R.ANOMALY_COLUMNS]
+    if len(anomalies):
+        keys = ["source_id", "numero_interne", "field"]
+        hit = anomalies[keys].merge(issues[keys].drop_duplicates().assign(_hit=True), on=keys, how="left")["_hit"]
+        redundant = hit.fillna(False).astype(bool).to_numpy() & anomalies["rule_code"].eq("CHAMP_OBLIGATOIRE").to_numpy()
+        anomalies = anomalies[~redundant]
+    out = pd.concat([anomalies, issues], ignore_index=True) if len(anomalies) else issues.reset_index(drop=True)
+    return out.sort_values(["source_id", "numero_interne", "rule_code", "field"], kind="stable").reset_index(drop=True)
+
+
 # -- forcing -------------------------------------------------------------------------------
 def _record_forces(cur, run_id: str | None, items: list[dict]) -> list[dict]:
     """Insert the operators' forces (audit trail); return one result per item."""
@@ -243,7 +278,8 @@ def run_quality_gate(run_id: str, connector: str, *, reports_dir: str | Path | N
                              data_docs_dir=(out_dir / "data_docs") if (data_docs and engine == "gx"
                                                                         and write_reports) else None,
                              run_name=safe_name(run_id))
-        anomalies = result["anomalies"]
+        anomalies = extraction_anomalies(conn, run_id, df, result["anomalies"], result["severities"])
+        result["anomalies"] = anomalies
         t0 = time.perf_counter()
         with conn.cursor() as cur:
             cur.execute("DELETE FROM quality_run WHERE run_id = %s", (run_id,))

@@ -69,6 +69,32 @@ CONTRAT_COLUMNS = [
     "formation_date_debut", "formation_date_fin", "formation_duree_heures", "formation_intitule",
     "cfa_denomination",
 ]
+# length limits (cfa_opco.dossier.fields.TEXT_LIMITS): each text is checked on the record it
+# belongs to (the employer's address on the company, once for all its dossiers)
+from cfa_opco.dossier.fields import TEXT_LIMITS  # noqa: E402
+
+
+def _length_domain(col: str) -> tuple[str, str]:
+    """(domain frame, record) of a length-limited column."""
+    if col.startswith("employeur_"):
+        return "entreprise", "entreprise"
+    if col.startswith(("apprenti_", "representant_")):
+        return "apprenant", "apprenant"
+    if col.startswith("formation_"):
+        return "session", "session"
+    if col.startswith("cfa_"):
+        return "etablissement", "etablissement"
+    if col.startswith(("maitre1_", "maitre2_")):
+        return "contrat", col[:7]
+    return "contrat", "contrat"
+
+
+for _col in TEXT_LIMITS:
+    _dom = _length_domain(_col)[0]
+    _target = DOMAIN_COLUMNS[_dom] if _dom != "contrat" else CONTRAT_COLUMNS
+    if _col not in _target:
+        _target.append(_col)
+
 # every canonical column a rule or a report reads (what the gate loads from staged_dossier)
 NEEDED_COLUMNS = tuple(dict.fromkeys(
     CONTRAT_COLUMNS + [c for cols in DOMAIN_COLUMNS.values() for c in cols]))
@@ -388,6 +414,20 @@ def _missing_rule(col: str, domain: str, label: str) -> None:
 for _col, (_dom, _label) in REQUIRED.items():
     _missing_rule(_col, _dom, _label)
 
+
+def _length_rule(col: str, limit: int, label: str) -> None:
+    domain, record = _length_domain(col)
+    add_rule("CHAMP_LONGUEUR", domain, col, [col], f"{label} : {limit} caractères au plus",
+             lambda f, c=col, n=limit: f[c].str.len() > n,
+             lambda f, c=col, n=limit, lab=label: (
+                 f[c].str.slice(0, 40) + f[c].str.len().gt(40).map({True: "…", False: ""}),
+                 lab + " : " + f[c].str.len().astype("Int64").astype(str) + f" caractères, {n} au plus"),
+             record=record)
+
+
+for _col, (_limit, _label) in TEXT_LIMITS.items():
+    _length_rule(_col, _limit, _label)
+
 # entreprise ------------------------------------------------------------------------------
 for _prefix, _dom, _col, _who in (("emp", "entreprise", "employeur_siret", "de l'employeur"),
                                    ("cfa", "etablissement", "cfa_siret", "du CFA")):
@@ -681,7 +721,9 @@ add_rule("CONTRAT_RUPTURE_DATE", "contrat", "date_rupture", ["date_rupture", "co
 RULES_BY_ID = {r.id: r for r in RULES}
 assert len(RULES_BY_ID) == len(RULES), "duplicate rule id"
 RULES_BY_DOMAIN = {d: [r for r in RULES if r.domain == d] for d in DOMAINS}
-RULE_CODES = tuple(dict.fromkeys(r.code for r in RULES))
+# codes found outside the rule engine: values extraction could not read (extraction_issue)
+EXTRACTION_CODE = "EXTRACTION_VALEUR_ILLISIBLE"
+RULE_CODES = tuple(dict.fromkeys([r.code for r in RULES] + [EXTRACTION_CODE]))
 
 
 # -- severities ----------------------------------------------------------------------------

@@ -78,6 +78,11 @@ def init(settings_file: Path | None = None, sandbox_port: int | None = None,
     loaded = airflow_settings.load(settings_file or settings.PROJECT_DIR / "airflow_settings.yaml")
     if sandbox_port:
         airflow_settings.rewrite_sandbox_port(loaded, sandbox_port, sandbox_rate_limit)
+    # the ERP and connector connections follow CFA_PG_HOST/CFA_PG_PORT (or CFA_*_DSN)
+    moved = set(airflow_settings.rewrite_postgres(loaded))
+    for c in loaded.connections:
+        if c["conn_id"] in moved:
+            print(f"connection {c['conn_id']} -> {c['conn_host']}:{c['conn_port']}/{c['conn_schema']}")
     counts = airflow_settings.apply_to_metadata_db(loaded)
     print("airflow_settings.yaml applied: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 

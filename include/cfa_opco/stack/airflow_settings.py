@@ -1,6 +1,10 @@
 """airflow_settings.yaml (Astro CLI format) for a plain local Airflow: applied to the
 metadata database by ``make airflow-init``, or turned into ``AIRFLOW_CONN_*`` /
-``AIRFLOW_VAR_*`` environment variables (tests, one-off runs) with hosts rewritten."""
+``AIRFLOW_VAR_*`` environment variables (tests, one-off runs) with hosts rewritten.
+
+The postgres connections of the project's own databases (``cfa_erp_main``, ``cfa_erp_est``,
+``cfa_connector``) always follow the configured PostgreSQL (``CFA_PG_HOST``/``CFA_PG_PORT``,
+or ``CFA_<NAME>_DSN``), whatever port the committed file says: see :func:`rewrite_postgres`."""
 from __future__ import annotations
 
 import json
@@ -60,6 +64,51 @@ def rewrite_sandbox_port(s: AirflowSettings, port: int, rate_limit: float | None
                 c["conn_extra"] = {**(c.get("conn_extra") or {}), "rate_limit_per_second": rate_limit}
 
 
+def project_database(c: dict) -> str | None:
+    """The project database (``erp_main``, ``erp_est``, ``connector``, ``airflow``) a
+    postgres connection of airflow_settings.yaml points at, by its schema (the database
+    name without CFA_DB_PREFIX); None for any other connection (a real ERP added by hand)."""
+    from cfa_opco import settings
+
+    if c.get("conn_type") != "postgres":
+        return None
+    schema = c.get("conn_schema") or ""
+    for name, db in settings.DATABASES.items():
+        if schema in (db, db[len(settings.DB_PREFIX):]):
+            return name
+    return None
+
+
+def rewrite_postgres(s: AirflowSettings, dsns: dict[str, str] | None = None) -> list[str]:
+    """Point the postgres connections of the project's databases at the configured server:
+    CFA_PG_HOST/CFA_PG_PORT/CFA_PG_USER/CFA_PG_PASSWORD (embedded or system PostgreSQL),
+    or the database's own CFA_<NAME>_DSN, or ``dsns`` ({conn_id: dsn}) when given.
+    The committed file says 127.0.0.1:55432; a moved server must move them all.
+    Returns the conn_ids rewritten."""
+    from urllib.parse import unquote, urlparse
+
+    from cfa_opco import settings
+
+    done = []
+    for c in s.connections:
+        if c.get("conn_type") != "postgres":
+            continue
+        if dsns and c["conn_id"] in dsns:
+            target = dsns[c["conn_id"]]
+        elif (name := project_database(c)) is not None:
+            target = settings.dsn(name)
+        else:
+            continue
+        u = urlparse(target)
+        c["conn_host"] = u.hostname or settings.PG_HOST
+        c["conn_port"] = u.port or 5432
+        c["conn_schema"] = u.path.lstrip("/")
+        c["conn_login"] = unquote(u.username) if u.username else c.get("conn_login")
+        c["conn_password"] = unquote(u.password) if u.password else None
+        done.append(c["conn_id"])
+    return done
+
+
 def apply_to_metadata_db(s: AirflowSettings) -> dict[str, int]:
     """Create or update connections, pools and variables in the metadata database."""
     from airflow.models import Connection, Pool, Variable
@@ -94,21 +143,17 @@ def sandbox_connection_env(sandbox_port: int, extra_overrides: dict | None = Non
                            dsns: dict[str, str] | None = None, settings_file: Path | None = None) -> dict[str, str]:
     """AIRFLOW_CONN_* for every connection of airflow_settings.yaml, the OPCO ones on a
     sandbox's port (with ``extra_overrides`` in their extra), the postgres ones on ``dsns``
-    ({conn_id: dsn}) — for tests, benchmarks and one-off runs without a metadata database."""
-    from urllib.parse import urlparse
-
+    ({conn_id: dsn}), else on the configured PostgreSQL (:func:`rewrite_postgres`) — for
+    tests, benchmarks and one-off runs without a metadata database."""
     from cfa_opco import settings
 
     cfg = load(settings_file or settings.PROJECT_DIR / "airflow_settings.yaml")
     rewrite_sandbox_port(cfg, sandbox_port)
+    rewrite_postgres(cfg, dsns)
 
     def rewrite(parts: dict) -> dict:
         if parts["conn_type"] == "http" and extra_overrides:
             parts = {**parts, "extra": {**(parts.get("extra") or {}), **extra_overrides}}
-        if parts["conn_type"] == "postgres" and dsns and parts["conn_id"] in dsns:
-            u = urlparse(dsns[parts["conn_id"]])
-            parts = {**parts, "host": u.hostname, "port": u.port, "schema": u.path.lstrip("/"),
-                     "login": u.username, "password": u.password}
         return parts
 
     return {k: v for k, v in as_env(cfg, rewrite).items() if k.startswith("AIRFLOW_CONN_")}
