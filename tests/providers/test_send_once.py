@@ -218,13 +218,14 @@ def test_list_dossiers_reads_a_bare_array(raw):
 
 def test_html_gateway_page_is_unreadable_and_kept_in_the_proof(raw):
     page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
-    raw.answers.append((200, "text/html", page, {}))
+    raw.answers += [(200, "text/html", page, {})] * 2
     sink = MemoryProofSink()
-    with pytest.raises(Unreadable) as exc:
-        hook("opco_constructys_775672272", proof_sink=sink).list_dossiers(["B-1"])
+    with pytest.raises(Unreadable) as exc:     # a read is tried again (a maintenance page passes), then given up
+        hook("opco_constructys_775672272", proof_sink=sink, max_attempts=2, backoff_base=0.01).list_dossiers(["B-1"])
     assert str(exc.value).startswith("Réponse illisible de Constructys sur GET /v1/dossiers/liste : page HTML "
                                      "de passerelle (200)")
-    assert sink.records[-1].response_body == page.decode() and sink.records[-1].content_type == "text/html"
+    assert len(sink.records) == 2 and raw.answers == []
+    assert all(r.response_body == page.decode() and r.content_type == "text/html" for r in sink.records)
     assert sink.records[-1].error.startswith("Réponse illisible")
 
 

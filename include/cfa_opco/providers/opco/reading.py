@@ -280,7 +280,9 @@ def read_state(item: Any, numero_hint: str | None = None) -> DossierState | None
 def read_errors(body: Body | Any) -> list[dict]:
     """The OPCO's errors as the norm's ``[{code, champ, message}]``, from any shape."""
     if isinstance(body, Body):
-        if body.kind in ("text", "html", "bad_json"):
+        if body.kind == "text":
+            return read_text_errors(body.text)
+        if body.kind in ("html", "bad_json"):
             return [{"code": None, "champ": None, "message": body.describe()}]
         body = body.data
     if not isinstance(body, dict):
@@ -304,6 +306,25 @@ def read_errors(body: Body | Any) -> list[dict]:
         return [{"code": scalar(body.get("code")), "champ": None,
                  "message": scalar(body.get("message") or body.get("detail"))}]
     return []
+
+
+RE_TEXT_ERROR = re.compile(r"^(?:(?:erreur|error)\s*\d*\s*:\s*)?(?:\[(?P<code>[\w.-]+)\]\s*)?"
+                           r"(?:(?P<champ>[\w.\[\]]+)\s+:\s+)?(?P<message>.*)$", re.I | re.S)
+
+
+def read_text_errors(text: str) -> list[dict]:
+    """Errors written as plain text (« Erreur 422 : [CODE] champ : message ; ... »)."""
+    t = " ".join(RE_TAGS.sub(" ", text or "").split())
+    if not t:
+        return []
+    out = []
+    for part in t.split(" ; ") if " ; " in t else [t]:
+        m = RE_TEXT_ERROR.match(part.strip())
+        if m and (m.group("code") or m.group("champ")):
+            out.append({"code": m.group("code"), "champ": m.group("champ"), "message": _short(m.group("message"), 300)})
+        else:
+            out.append({"code": None, "champ": None, "message": _short(part, 300)})
+    return out
 
 
 def errors_text(errors: list[dict]) -> str:
@@ -392,6 +413,9 @@ def next_page(data: Any, headers: dict, request_url: str, base_url: str, params:
     if any(k in meta for k in NEXT_KEYS):
         return None                           # next links are this OPCO's way, and there is none: last page
     total = int_or_none(first(meta, TOTAL_KEYS))
+    if total is None:
+        total = int_or_none(next((v for k, v in (headers or {}).items() if k.lower() in ("x-total-count", "x-total")),
+                                 None))
     offset = int_or_none(first(meta, OFFSET_KEYS))
     if offset is not None or any(k in params for k in OFFSET_KEYS):
         if offset is None:
@@ -437,6 +461,8 @@ def split_url(url: str, base_url: str) -> tuple[str, dict]:
 # ---- whole answers -----------------------------------------------------------------------
 def read_items(body: Body, status: int, opco: str, method: str, route: str, prefer: Iterable[str] = ()) -> list:
     """The items of a list answer (2xx); Unreadable when the body holds none."""
+    if status == 204 and body.kind == "empty":
+        return []                                   # "No Content": an empty list
     if body.kind != "json":
         raise Unreadable(opco, method, route, body.describe(status), status)
     items = extract_list(body.data, prefer)

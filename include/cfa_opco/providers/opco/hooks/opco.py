@@ -214,6 +214,12 @@ def make_response(route_id: str, status: int, headers: dict, content: bytes, att
                         raw=content or b"", content_type=ctype, body_kind=parsed.kind)
 
 
+def retry_unreadable(method: str, resp: OpcoResponse) -> bool:
+    """A read (GET) answered 2xx with an HTML page or a broken body: transient (a gateway or a
+    maintenance page), worth reading again within the attempt budget."""
+    return method == "GET" and resp.body_kind in ("html", "bad_json", "empty") and resp.status != 204
+
+
 def scrub(text: str, secrets) -> str:
     for secret in secrets:
         if secret:
@@ -556,6 +562,12 @@ class OpcoHook(BaseHook):
                     rec.response_body = rec.response_body or self._proof_body(resp.data)
                     rec.error = self._scrub(str(u))
                     self._bump("unreadable")
+                    if retry_unreadable(prep["method"], out) and failures + 1 < limit:
+                        failures += 1           # a gateway or maintenance page on a read: read again later
+                        self._record_rec(rec)
+                        rec = None
+                        time.sleep(self._backoff(failures))
+                        continue
                     raise
                 finally:
                     self._record_rec(rec)
@@ -686,8 +698,8 @@ class OpcoHook(BaseHook):
                     continue
                 if resp.ok:
                     out[n] = resp.read
-                elif resp.status == 404 and resp.body_kind == "json":
-                    out[n] = None          # the OPCO's own "unknown dossier" (JSON), not a gateway page
+                elif resp.status == 404 and (resp.body_kind == "json" or any(e.get("code") for e in resp.erreurs)):
+                    out[n] = None          # the OPCO's own "unknown dossier", not a gateway page or an empty 404
                 else:
                     fail("dossier_read_v2", self._refused(resp, "dossier_read_v2"), [n])
             todo = [n for n in todo if n not in out]

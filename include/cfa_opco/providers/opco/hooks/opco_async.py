@@ -31,7 +31,7 @@ from ..norm import FIRST_PAGE, LISTE_MAX, ROUTES, opco_label, parse_conn_id
 from ..proofs import ExchangeRecord, utcnow
 from ..reading import DossierState, Unreadable
 from .opco import (RE_DATE, TOKEN_ERRORS, OpcoResponse, _first_code, _iso, answer_record, make_response,
-                   no_answer_record, parse_retry_after, prepare_request, scrub)
+                   no_answer_record, parse_retry_after, prepare_request, retry_unreadable, scrub)
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,12 @@ class AsyncOpcoHook:
                 except Unreadable as u:
                     rec.response_body = rec.response_body or reading.proof_body(content, self._secrets())
                     rec.error = scrub(str(u), self._secrets())
+                    if retry_unreadable(prep["method"], out) and failures + 1 < limit:
+                        failures += 1           # a gateway or maintenance page on a read: read again later
+                        self._record(rec)
+                        rec = None
+                        await asyncio.sleep(self._backoff(failures))
+                        continue
                     raise
                 finally:
                     self._record(rec)
