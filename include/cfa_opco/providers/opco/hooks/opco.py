@@ -6,9 +6,19 @@
 
 Connection (type http): host = base URL ending in /ApiEchangeCFA, password = the key,
 extra: siren, rate_limit_per_second (optional), proxy (optional, http://[user:pw@]host:port),
+connect_timeout / read_timeout (seconds, default 3 / 5: a held answer is not waited for),
 and for AKTO oauth_client_id, oauth_client_secret, oauth_token_path (or oauth_token_url).
+Parsed by :func:`..connections.parse_connection`, shared with the async twin.
 
-Policy: 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
+Answers are read by :mod:`..reading` (lists bare or wrapped, any pagination style, renamed
+fields, text/HTML/empty bodies); what cannot be understood raises :class:`..reading.Unreadable`
+(French, naming the OPCO and the route) and its raw body is kept in the proof.
+
+Sending without blocking: :meth:`OpcoHook.send_once` makes ONE attempt and returns a
+:class:`..outcomes.SendOutcome` (CREATED, REJECTED, RETRY_LATER with retry_after, AMBIGUOUS,
+UNREADABLE); :meth:`OpcoHook.find_dossiers` settles an AMBIGUOUS one through any read route.
+
+Policy of :meth:`OpcoHook.request` (and send_dossier, the reads...): 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
 retried); 401/403 raise OpcoAuthError; 429 waits Retry-After (all threads of the key pause and
 the pacing slows down); 5xx, timeouts and dropped connections retry with exponential backoff
 and full jitter up to ``max_attempts`` then raise OpcoUnavailable. Every attempt — answered or
@@ -161,7 +171,7 @@ def _iso(d: dt.datetime) -> str:
 
 
 def prepare_request(info: ConnInfo | None, caps: Capabilities, method: str, route_id: str, params: dict | None,
-                        json_body: Any = None, files: dict | None = None, form: dict | None = None,
+                    json_body: Any = None, files: dict | None = None, form: dict | None = None,
                     encoded: bytes | None = None, url: str | None = None) -> dict:
     """Everything of one API call but the sending (shared by OpcoHook and AsyncOpcoHook): the
     route checked against the norm's table and the OPCO's capabilities, URL, proof route,
