@@ -538,7 +538,7 @@ class OpcoHook(BaseHook):
                 last_err = "HTTP 429"
                 self._bump("rate_limited")
                 log.warning("OPCO %s %s: HTTP 429, pause %.2fs (attempt %d)", info.code, route_id, wait, attempt)
-                if limited > 5 * limit if max_attempts else limited > self.max_rate_limited:
+                if limited > (5 * limit if max_attempts else self.max_rate_limited):
                     raise OpcoUnavailable(info.code, route_id, attempt, "HTTP 429 répétés (limite de débit)")
                 continue
             if status is None or status >= 500:
@@ -781,18 +781,10 @@ class OpcoHook(BaseHook):
         return found, absent
 
     def _read_list(self, resp: OpcoResponse, route_id: str, prefer: tuple = ()) -> list[DossierState]:
-        parsed = reading.classify(resp.raw, resp.content_type)
-        items = reading.read_items(parsed, resp.status, self.opco_code, ROUTES[route_id].method, route_id, prefer)
-        return reading.read_states(items, self.opco_code, ROUTES[route_id].method, route_id, resp.status)
+        return reading.read_list_answer(resp.raw, resp.content_type, resp.status, self.opco_code, route_id, prefer)
 
     def _refused(self, resp: OpcoResponse, route_id: str) -> OpcoError:
-        """A read route answered 4xx: the OPCO's words when it gave some, else Unreadable."""
-        route = ROUTES[route_id]
-        if resp.body_kind in ("html", "empty", "bad_json") or not resp.erreurs:
-            return Unreadable(self.opco_code, route.method, route_id,
-                              reading.classify(resp.raw, resp.content_type).describe(resp.status))
-        return OpcoError(f"{route.label} : demande refusée par l'{opco_label(self.opco_code)} "
-                         f"(HTTP {resp.status}) : {resp.error_text()}")
+        return reading.refused(resp.status, resp.raw, resp.content_type, resp.erreurs, self.opco_code, route_id)
 
     def iter_state_changes(self, date_debut: dt.datetime, date_fin: dt.datetime | None,
                            page_size: int = 1000, *, max_attempts: int | None = None,
@@ -800,34 +792,19 @@ class OpcoHook(BaseHook):
         """Every dossier whose state changed in [date_debut, date_fin), all pages (v2 etats), as the
         norm's items. Pages by number, offset/limit or next link (body or Link header), lists bare or
         wrapped (see :mod:`..reading`). :class:`Unreadable` when an answer cannot be understood."""
-        params: dict = {"numeroPage": FIRST_PAGE, "taillePage": page_size, "dateDebut": _iso(date_debut),
-                        "dateFin": _iso(date_fin) if date_fin is not None else None}
-        params = {k: v for k, v in params.items() if v is not None}
-        url = None
-        seen_pages: set = set()
-        for _ in range(max_pages):
-            resp = self.request("GET", "etats_v2", params=None if url else params, url=url, max_attempts=max_attempts,
+        params = {k: v for k, v in {"numeroPage": FIRST_PAGE, "taillePage": page_size,
+                                    "dateDebut": _iso(date_debut),
+                                    "dateFin": _iso(date_fin) if date_fin is not None else None}.items()
+                  if v is not None}
+        pager = reading.Pager(self.opco_code, self.base_url, "etats_v2", params, page_size, max_pages)
+        while pager.more():
+            resp = self.request("GET", "etats_v2", params=pager.params, url=pager.url, max_attempts=max_attempts,
                                 read=lambda r: self._read_list(r, "etats_v2", ("EtatDossierResult",)))
             if not resp.ok:
                 raise self._refused(resp, "etats_v2")
-            states: list[DossierState] = resp.read
-            sig = tuple(st.numero_interne + "\0" + str(st.date_etat) for st in states[:3]) + (len(states),)
-            if states and sig in seen_pages:   # the OPCO ignores our paging: the same page again
-                raise Unreadable(self.opco_code, "GET", "etats_v2",
-                                 "la même page revient (pagination non reconnue)", resp.status)
-            seen_pages.add(sig)
-            for st in states:
+            for st in resp.read:
                 yield st.as_item()
-            nxt = reading.next_page(resp.body, resp.headers, url or (self.base_url + ROUTES["etats_v2"].path),
-                                    self.base_url,
-                params if url is None else reading.split_url(url, self.base_url)[1], len(states), page_size)
-            if nxt is None or (url is not None and nxt.url is None):
-                return      # last page (an OPCO paging by links gives no link on its last page)
-            if nxt.url:
-                url = nxt.url
-            else:
-                params = nxt.params
-        raise Unreadable(self.opco_code, "GET", "etats_v2", f"plus de {max_pages} pages (pagination sans fin)")
+            pager.advance(resp.body, resp.headers, resp.read, resp.status)
 
     def attach_document(self, numero_interne: str, type_fichier: str, filename: str, content: bytes,
                         mime: str = "application/pdf") -> OpcoResponse:

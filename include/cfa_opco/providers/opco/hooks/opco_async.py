@@ -27,7 +27,7 @@ from .. import reading
 from ..capabilities import Capabilities
 from ..connections import ConnInfo, parse_connection
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
-from ..norm import FIRST_PAGE, LISTE_MAX, ROUTES, opco_label, parse_conn_id
+from ..norm import FIRST_PAGE, LISTE_MAX, ROUTES, parse_conn_id
 from ..proofs import ExchangeRecord, utcnow
 from ..reading import DossierState, Unreadable
 from .opco import (RE_DATE, TOKEN_ERRORS, OpcoResponse, _first_code, _iso, answer_record, make_response,
@@ -252,17 +252,10 @@ class AsyncOpcoHook:
 
     # ---- routes -----------------------------------------------------------------------------
     def _read_list(self, resp: OpcoResponse, route_id: str, prefer: tuple = ()) -> list[DossierState]:
-        parsed = reading.classify(resp.raw, resp.content_type)
-        items = reading.read_items(parsed, resp.status, self.opco_code, ROUTES[route_id].method, route_id, prefer)
-        return reading.read_states(items, self.opco_code, ROUTES[route_id].method, route_id, resp.status)
+        return reading.read_list_answer(resp.raw, resp.content_type, resp.status, self.opco_code, route_id, prefer)
 
     def _refused(self, resp: OpcoResponse, route_id: str) -> OpcoError:
-        route = ROUTES[route_id]
-        if resp.body_kind in ("html", "empty", "bad_json") or not resp.erreurs:
-            return Unreadable(self.opco_code, route.method, route_id,
-                              reading.classify(resp.raw, resp.content_type).describe(resp.status))
-        return OpcoError(f"{route.label} : demande refusée par l'{opco_label(self.opco_code)} "
-                         f"(HTTP {resp.status}) : {resp.error_text()}")
+        return reading.refused(resp.status, resp.raw, resp.content_type, resp.erreurs, self.opco_code, route_id)
 
     async def status(self) -> OpcoResponse:
         return await self.request("GET", "status")
@@ -293,31 +286,15 @@ class AsyncOpcoHook:
         params = {k: v for k, v in {"numeroPage": FIRST_PAGE, "taillePage": page_size, "dateDebut": _iso(date_debut),
                                     "dateFin": _iso(date_fin) if date_fin else None}.items() if v is not None}
         info = await self.conn_info()
-        url = None
-        seen: set = set()
-        for _ in range(max_pages):
-            resp = await self.request("GET", "etats_v2", params=None if url else params, url=url,
+        pager = reading.Pager(self.opco_code, info.base, "etats_v2", params, page_size, max_pages)
+        while pager.more():
+            resp = await self.request("GET", "etats_v2", params=pager.params, url=pager.url,
                                       read=lambda r: self._read_list(r, "etats_v2", ("EtatDossierResult",)))
             if not resp.ok:
                 raise self._refused(resp, "etats_v2")
-            states = resp.read
-            sig = tuple(st.numero_interne + "\0" + str(st.date_etat) for st in states[:3]) + (len(states),)
-            if states and sig in seen:
-                raise Unreadable(self.opco_code, "GET", "etats_v2", "la même page revient (pagination non reconnue)",
-                                 resp.status)
-            seen.add(sig)
-            for st in states:
+            for st in resp.read:
                 yield st.as_item()
-            nxt = reading.next_page(resp.body, resp.headers, url or (info.base + ROUTES["etats_v2"].path), info.base,
-                                    params if url is None else reading.split_url(url, info.base)[1], len(states),
-                                    page_size)
-            if nxt is None or (url is not None and nxt.url is None):
-                return
-            if nxt.url:
-                url = nxt.url
-            else:
-                params = nxt.params
-        raise Unreadable(self.opco_code, "GET", "etats_v2", f"plus de {max_pages} pages (pagination sans fin)")
+            pager.advance(resp.body, resp.headers, resp.read, resp.status)
 
     async def count_changes_since(self, since: str | dt.datetime) -> int:
         """How many dossiers changed since ``since`` (v2 etats, one row asked): the answer's
