@@ -125,19 +125,19 @@ def test_trigger_counts_failed_polls_per_key_and_fires(opco_conn, sandbox):
     assert again.serialize()[1]["poll_failures"][atlas]["count"] == 3
 
 
-def test_trigger_reports_an_unreadable_answer(opco_conn, sandbox, monkeypatch):
-    """An OPCO answering its etats route with something unreadable: a French reason per key."""
-    from cfa_opco.providers.opco import reading
-
+def test_trigger_reports_an_unreadable_answer(opco_conn, sandbox):
+    """An OPCO answering its etats route with a maintenance page (HTML, 200): a French reason per key."""
     atlas = opco_conn("atlas")
-    real = reading.read_items
-
-    def html_instead(body, status, opco, method, route, prefer=()):
-        return real(reading.classify(b"<html><title>Maintenance</title></html>", "text/html"), status, opco,
-                    method, route, prefer)
-    monkeypatch.setattr(reading, "read_items", html_instead)
-    t = OpcoStateChangeTrigger([atlas], {atlas: now().isoformat()}, 0.05, (now() + timedelta(minutes=1)).isoformat(),
-                               software=SOFTWARE, max_poll_failures=2)
-    ev = run(first(t))
+    sandbox.set_profile(None, "html_gateway")
+    sandbox.patch_settings(profile_options={"html_200_share": 1.0})
+    try:
+        t = OpcoStateChangeTrigger([atlas], {atlas: now().isoformat()}, 0.05,
+                                   (now() + timedelta(minutes=1)).isoformat(), software=SOFTWARE, max_poll_failures=2)
+        ev = run(first(t))
+    finally:
+        sandbox.patch_settings(profile_options={"html_200_share": 0.02})
+        sandbox.set_profile(None, "strict")
+    assert ev.payload["status"] == "poll_failures"
     reason = ev.payload["poll_failures"][atlas]["last_reason"]
-    assert reason.startswith("Réponse illisible de OPCO Atlas sur GET /v2/dossiers/etats : page HTML")
+    assert reason.startswith("Réponse illisible de OPCO Atlas sur GET /v2/dossiers/etats : page HTML de passerelle "
+                             "(200) « Maintenance »")

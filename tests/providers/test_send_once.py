@@ -133,21 +133,27 @@ def test_connection_refused_is_retry_later_not_sent(monkeypatch):
 
 # ---- find_dossiers through each read route ------------------------------------------------------
 @pytest.mark.parametrize("route", ["liste_v1", "dossier_read_v2", "etats_v2"])
-def test_find_dossiers_through_each_read_route(opco_conn, sandbox, monkeypatch, route):
-    """The OPCO serves only this read route: presence read there, absence proven by it."""
+def test_find_dossiers_through_each_read_route(opco_conn, sandbox, route):
+    """An OPCO serving only this read route: presence read there, absence proven by it."""
     from cfa_opco.providers.opco.capabilities import Capabilities
+    from cfa_opco.providers.opco.norm import ROUTES
 
     sink = MemoryProofSink()
-    h = hook(opco_conn("atlas"), proof_sink=sink)
+    only = Capabilities("atlas", "OPCO Atlas", frozenset({"dossiers_v2", "status", route}))
+    h = hook(opco_conn("atlas"), proof_sink=sink, capabilities=only)
     assert h.send_once(sample_dossier("atlas", SIREN, "FD-1")).kind is SendKind.CREATED
-    serves = Capabilities.serves
-    monkeypatch.setattr(Capabilities, "serves", lambda self, r: r in (route, "status") if self.code == "atlas"
-                        else serves(self, r))
     got = h.find_dossiers(["FD-1", "FD-NONE"])
     assert isinstance(got["FD-1"], DossierState) and got["FD-1"].etat in ("TRANSMIS", "EN_COURS_INSTRUCTION")
     assert got["FD-1"].numero_deca and got["FD-NONE"] is None
-    from cfa_opco.providers.opco.norm import ROUTES
     assert {r.route.split("?")[0] for r in sink.records[1:]} == {ROUTES[route].path}
+
+
+def test_find_dossiers_without_any_read_route(opco_conn, sandbox):
+    from cfa_opco.providers.opco.capabilities import Capabilities
+
+    none = Capabilities("atlas", "OPCO Atlas", frozenset({"dossiers_v2", "status"}))
+    got = hook(opco_conn("atlas"), capabilities=none).find_dossiers(["FD-2"])
+    assert isinstance(got["FD-2"], Unreadable) and "aucune route de lecture" in str(got["FD-2"])
 
 
 def test_find_dossiers_v1_only_opco(opco_conn, sandbox):

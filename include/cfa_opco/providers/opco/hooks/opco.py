@@ -276,8 +276,9 @@ class OpcoHook(BaseHook):
                  timeout: float | tuple | None = None, max_attempts: int = 6, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, rate_limit_per_second: float | None = None,
                  proof_sink: Callable[[ExchangeRecord], None] | None = None, run_id: str | None = None,
-                 max_rate_limited: int | None = None):
+                 max_rate_limited: int | None = None, capabilities: Capabilities | None = None):
         super().__init__()
+        self._caps_override = capabilities   # the routes this OPCO serves, when not the table's
         self.opco_conn_id = opco_conn_id
         self._software_arg = software
         self.timeout = timeout
@@ -311,12 +312,16 @@ class OpcoHook(BaseHook):
             info = parse_connection(conn, self.opco_conn_id, software=self._software_arg, rate=self._rate_arg,
                                     timeout=self.timeout)
             info.pacer = pacer_for(info.key, info.base, info.rate)
+            if self._caps_override is not None:
+                info.caps = self._caps_override
             self.opco_code, self.siren = info.code, info.siren
             self._info = info
             return self._info
 
     @property
     def capabilities(self) -> Capabilities:
+        if self._caps_override is not None:
+            return self._caps_override
         if self._info is None and self.opco_code:
             return Capabilities.for_opco(self.opco_code)
         return self._conn_info()["caps"]
