@@ -265,7 +265,7 @@ class BatchTransmitter:
         self.send_attempts, self.retry_base, self.chunk_size = send_attempts, retry_base, chunk_size
         if hook is None:
             from cfa_opco.providers.opco.hooks.opco import OpcoHook
-            from cfa_opco.providers.opco.proofs import ProofRecorder
+            from cfa_opco.proofs import ProofRecorder
 
             if self.recorder is None and not dry_run:
                 self.recorder = ProofRecorder(connector)

@@ -12,10 +12,12 @@ absolute URLs for http, Basic proxy credentials). No redirect following, no comp
 (none is asked for); HEAD is not supported (the norm has no HEAD route).
 
 Errors: :class:`TransportTimeout` (connect or read timeout), :class:`TransportError`
-(cannot connect, connection dropped, malformed answer). A request on a reused connection
-that the server closed in between (keep-alive race) is retried once on a new connection
-only when it is a GET; a POST is never resent here: the caller decides (the ledger reads
-the OPCO back before any resend).
+(cannot connect, connection dropped, malformed answer), each with ``sent``: False only when
+the request provably did not reach the server whole (connect, TLS, proxy or write failure).
+A request on a reused connection that the server closed in between (keep-alive race) is
+retried once on a new connection when it is a GET, or when the write itself failed; a POST
+that may have been received is never resent here: the caller decides (the ledger reads the
+OPCO back before any resend).
 """
 from __future__ import annotations
 
@@ -32,7 +34,13 @@ MAX_HEADERS = 200
 
 
 class TransportError(Exception):
-    """No usable answer: connection refused or dropped, malformed response."""
+    """No usable answer: connection refused or dropped, malformed response.
+    ``sent``: False only when the request provably did not reach the server whole
+    (connection refused, TLS or proxy failure, write failure): a resend is then safe."""
+
+    def __init__(self, message: str = "", sent: bool = True):
+        super().__init__(message)
+        self.sent = sent
 
 
 class TransportTimeout(TransportError):
@@ -128,9 +136,9 @@ class Transport:
         try:
             sock = socket.create_connection(peer, timeout=self.connect_timeout)
         except socket.timeout as exc:
-            raise TransportTimeout(f"connect timeout to {peer[0]}:{peer[1]}") from exc
+            raise TransportTimeout(f"connect timeout to {peer[0]}:{peer[1]}", sent=False) from exc
         except OSError as exc:
-            raise TransportError(f"cannot connect to {peer[0]}:{peer[1]}: {type(exc).__name__}") from exc
+            raise TransportError(f"cannot connect to {peer[0]}:{peer[1]}: {type(exc).__name__}", sent=False) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._proxy and scheme == "https":
@@ -140,10 +148,10 @@ class Transport:
             sock.settimeout(self.read_timeout)
         except socket.timeout as exc:
             sock.close()
-            raise TransportTimeout(f"TLS handshake timeout with {host}:{port}") from exc
+            raise TransportTimeout(f"TLS handshake timeout with {host}:{port}", sent=False) from exc
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            raise TransportError(f"TLS with {host}:{port} failed: {type(exc).__name__}: {exc}") from exc
+            raise TransportError(f"TLS with {host}:{port} failed: {type(exc).__name__}: {exc}", sent=False) from exc
         conn = _Conn(sock)
         with self._lock:
             self._all.add(conn)
@@ -166,7 +174,7 @@ class Transport:
             reader.close()
         if len(parts) < 2 or parts[1] != "200":
             raise TransportError(f"the proxy refused the tunnel to {host}:{port}: "
-                                 f"{status_line.decode('latin-1').strip()[:120]}")
+                                 f"{status_line.decode('latin-1').strip()[:120]}", sent=False)
 
     def _conns(self) -> dict:
         d = getattr(self._local, "conns", None)
@@ -229,11 +237,11 @@ class Transport:
                 self._conns()[key] = conn
             try:
                 resp, keep = self._exchange(conn, message)
-            except _StaleConnection:
+            except _StaleConnection as stale:
                 self._discard(key, conn)
-                if method == "GET" and attempt == 1:
-                    continue
-                raise TransportError("connection closed by the server before any answer") from None
+                if (method == "GET" or not stale.sent) and attempt == 1:
+                    continue      # nothing reached the server (or a GET): a new connection, once
+                raise TransportError("connection closed by the server before any answer", sent=stale.sent) from None
             except BaseException:
                 self._discard(key, conn)
                 raise
@@ -248,11 +256,11 @@ class Transport:
         try:
             conn.sock.sendall(message)
         except socket.timeout as exc:
-            raise TransportTimeout("write timeout") from exc
+            raise TransportTimeout("write timeout", sent=False) from exc
         except OSError as exc:
             if conn.reused:
-                raise _StaleConnection() from exc
-            raise TransportError(f"connection dropped while sending: {type(exc).__name__}") from exc
+                raise _StaleConnection(sent=False) from exc
+            raise TransportError(f"connection dropped while sending: {type(exc).__name__}", sent=False) from exc
         try:
             return self._read_response(conn)
         except socket.timeout as exc:

@@ -6,9 +6,19 @@
 
 Connection (type http): host = base URL ending in /ApiEchangeCFA, password = the key,
 extra: siren, rate_limit_per_second (optional), proxy (optional, http://[user:pw@]host:port),
+connect_timeout / read_timeout (seconds, default 3 / 5: a held answer is not waited for),
 and for AKTO oauth_client_id, oauth_client_secret, oauth_token_path (or oauth_token_url).
+Parsed by :func:`..connections.parse_connection`, shared with the async twin.
 
-Policy: 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
+Answers are read by :mod:`..reading` (lists bare or wrapped, any pagination style, renamed
+fields, text/HTML/empty bodies); what cannot be understood raises :class:`..reading.Unreadable`
+(French, naming the OPCO and the route) and its raw body is kept in the proof.
+
+Sending without blocking: :meth:`OpcoHook.send_once` makes ONE attempt and returns a
+:class:`..outcomes.SendOutcome` (CREATED, REJECTED, RETRY_LATER with retry_after, AMBIGUOUS,
+UNREADABLE); :meth:`OpcoHook.find_dossiers` settles an AMBIGUOUS one through any read route.
+
+Policy of :meth:`OpcoHook.request` (and send_dossier, the reads...): 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
 retried); 401/403 raise OpcoAuthError; 429 waits Retry-After (all threads of the key pause and
 the pacing slows down); 5xx, timeouts and dropped connections retry with exponential backoff
 and full jitter up to ``max_attempts`` then raise OpcoUnavailable. Every attempt — answered or
@@ -33,10 +43,14 @@ from urllib.parse import urlencode, urlsplit
 from airflow.sdk import BaseHook
 
 from ..capabilities import Capabilities
-from ..norm import DEFAULT_SOFTWARE, LISTE_MAX, ROUTES, parse_conn_id
+from ..connections import ConnInfo, airflow_connection, parse_connection
+from ..norm import FIRST_PAGE, LISTE_MAX, ROUTES, parse_conn_id
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
 from ..norm import opco_label
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
+from .. import reading
+from ..outcomes import SendKind, SendOutcome, classify_answer, classify_no_answer, suggested_delay
+from ..reading import DossierState, Unreadable
 from ..transport import Transport, TransportError, TransportTimeout
 
 log = logging.getLogger(__name__)
@@ -59,14 +73,17 @@ class OpcoResponse:
     date_etat: str | None = None
     route_id: str | None = None
     attempts: int = 1
+    raw: bytes = field(default=b"", repr=False)      # the body as received
+    content_type: str | None = None
+    body_kind: str | None = None                     # json, empty, text, html, bad_json (reading.classify)
+    read: Any = field(default=None, repr=False)      # what the route's reader made of it
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
     def error_text(self) -> str:
-        return "; ".join(f"{e.get('code') or ''} {e.get('champ') or ''}: {e.get('message') or ''}".strip()
-                         for e in self.erreurs)
+        return reading.errors_text(self.erreurs)
 
 
 class Pacer:
@@ -98,6 +115,11 @@ class Pacer:
         if wait > 0:
             time.sleep(wait)
         return wait
+
+    def paused_for(self) -> float:
+        """Seconds left of a 429 pause (0 when the key may send)."""
+        with self.lock:
+            return max(0.0, self.pause_until - time.monotonic())
 
     def penalize(self, seconds: float) -> None:
         with self.lock:
@@ -148,6 +170,102 @@ def _iso(d: dt.datetime) -> str:
     return d.isoformat()
 
 
+def prepare_request(info: ConnInfo | None, caps: Capabilities, method: str, route_id: str, params: dict | None,
+                    json_body: Any = None, files: dict | None = None, form: dict | None = None,
+                    encoded: bytes | None = None, url: str | None = None) -> dict:
+    """Everything of one API call but the sending (shared by OpcoHook and AsyncOpcoHook): the
+    route checked against the norm's table and the OPCO's capabilities, URL, proof route,
+    headers, body and its hash. ``url``: a next-page link of the OPCO (same origin only)."""
+    if route_id not in ROUTES:
+        raise ValueError(f"route inconnue : {route_id}")
+    r_method, path = ROUTES[route_id].method, ROUTES[route_id].path
+    if method.upper() != r_method:
+        raise ValueError(f"{route_id} est une route {r_method}, pas {method.upper()}")
+    if not caps.serves(route_id):
+        raise OpcoRouteNotServed(caps.code, route_id)
+    if url is not None:          # a next-page link given by the OPCO: only below its API base
+        if not reading.same_origin(url, info.base):
+            raise Unreadable(info.code, r_method, route_id, "lien de page suivante hors de l'API de l'OPCO "
+                             "(non suivi : la clé ne part que vers l'adresse de la connexion)")
+        path, params = reading.split_url(url, info.base)
+    qs = urlencode({k: v for k, v in (params or {}).items() if v is not None}, safe=",:")
+    proof_route = path + (f"?{qs}" if qs else "")
+    headers = info.headers()
+    data, req_sha, upload = None, None, None
+    if json_body is not None:
+        data = encoded if encoded is not None else canonical_json(json_body)
+        req_sha = sha256_hex(data)
+        headers["Content-Type"] = "application/json; charset=utf-8"
+    elif files is not None or form is not None:
+        data = dict(form or {})
+        upload = files
+        meta = {"form": data, "files": {name: {"filename": f[0], "mime": f[2] if len(f) > 2 else None,
+                                               "sha256": sha256_hex(f[1]), "size": len(f[1])}
+                                        for name, f in (files or {}).items()}}
+        req_sha = sha256_hex(canonical_json(meta))
+    return {"method": method.upper(), "url": info.base + proof_route, "proof_route": proof_route,
+            "headers": headers, "data": data, "upload": upload, "req_sha": req_sha,
+            "needs_token": caps.needs_token(route_id)}
+
+
+def make_response(route_id: str, status: int, headers: dict, content: bytes, attempt: int,
+                  parsed: reading.Body | None = None) -> OpcoResponse:
+    """An OpcoResponse from an HTTP answer, read by :mod:`..reading` (shared by both hooks)."""
+    ctype = next((v for k, v in (headers or {}).items() if k.lower() == "content-type"), None)
+    parsed = parsed if parsed is not None else reading.classify(content, ctype)
+    body = parsed.data if parsed.is_json else None
+    bd = body if isinstance(body, dict) else {}
+    errs = reading.read_errors(parsed if status >= 400 or not parsed.is_json else body)
+    st = reading.read_state(bd) if bd else None
+    return OpcoResponse(status=status, body=body, headers=dict(headers or {}), erreurs=errs,
+                        numero_externe=st.numero_externe if st else None,
+                        numero_deca=st.numero_deca if st else None, etat=st.etat if st else None,
+                        date_etat=st.date_etat if st else None, route_id=route_id, attempts=attempt,
+                        raw=content or b"", content_type=ctype, body_kind=parsed.kind)
+
+
+def retry_unreadable(method: str, resp: OpcoResponse) -> bool:
+    """A read (GET) answered 2xx with an HTML page or a broken body: transient (a gateway or a
+    maintenance page), worth reading again within the attempt budget."""
+    return method == "GET" and resp.body_kind in ("html", "bad_json", "empty") and resp.status != 204
+
+
+def scrub(text: str, secrets) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:500]
+
+
+def answer_record(info: ConnInfo, run_id: str | None, method: str, proof_route: str, numero_interne: str | None,
+                  attempt: int, sent_at: dt.datetime, request_sha256: str | None, status: int, content: bytes,
+                  content_type: str | None, parsed: reading.Body, secrets, is_token: bool = False) -> ExchangeRecord:
+    """The proof of an answered attempt (shared by both hooks): the raw body is kept, masked,
+    when it is not JSON, an error, or carries ``erreurs``; never for a token answer."""
+    body = parsed.data if parsed.is_json else None
+    st = reading.read_state(body) if isinstance(body, dict) else None
+    errs = reading.read_errors(parsed if status >= 400 or not parsed.is_json else body)
+    keep_raw = (not is_token) and (not parsed.is_json or status >= 400 or bool(errs))
+    err = scrub(_erreurs_text({"erreurs": errs}), secrets) or None
+    return ExchangeRecord(conn_id=info.conn_id, opco_code=info.code, cfa_siren=info.siren, run_id=run_id,
+                          method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
+                          sent_at=sent_at, request_sha256=request_sha256, received_at=utcnow(), http_status=status,
+                          error=(err or f"HTTP {status}") if status >= 400 else err,
+                          numero_externe=st.numero_externe if st else None,
+                          numero_deca=st.numero_deca if st else None,
+                          response_sha256=sha256_hex(content or b""),
+                          response_body=reading.proof_body(content, secrets) if keep_raw else None,
+                          content_type=content_type)
+
+
+def no_answer_record(info: ConnInfo, run_id: str | None, method: str, proof_route: str, numero_interne: str | None,
+                     attempt: int, sent_at: dt.datetime, request_sha256: str | None, error: str) -> ExchangeRecord:
+    return ExchangeRecord(conn_id=info.conn_id, opco_code=info.code, cfa_siren=info.siren, run_id=run_id,
+                          method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
+                          sent_at=sent_at, request_sha256=request_sha256, received_at=None, http_status=None,
+                          error=error)
+
+
 class OpcoHook(BaseHook):
     conn_name_attr = "opco_conn_id"
     default_conn_name = "opco_default"
@@ -155,11 +273,12 @@ class OpcoHook(BaseHook):
     hook_name = "OPCO (API CFA-OPCO)"
 
     def __init__(self, opco_conn_id: str = default_conn_name, *, software: dict | None = None,
-                 timeout: float | tuple = (3.05, 30), max_attempts: int = 6, backoff_base: float = 0.5,
+                 timeout: float | tuple | None = None, max_attempts: int = 6, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, rate_limit_per_second: float | None = None,
                  proof_sink: Callable[[ExchangeRecord], None] | None = None, run_id: str | None = None,
-                 max_rate_limited: int | None = None):
+                 max_rate_limited: int | None = None, capabilities: Capabilities | None = None):
         super().__init__()
+        self._caps_override = capabilities   # the routes this OPCO serves, when not the table's
         self.opco_conn_id = opco_conn_id
         self._software_arg = software
         self.timeout = timeout
@@ -180,51 +299,29 @@ class OpcoHook(BaseHook):
         self._stats_lock = threading.Lock()
         self.stats: Counter = Counter()
         self._in_keyinfo = threading.local()
+        self._tls = threading.local()
 
     # ---- connection -------------------------------------------------------------
-    def _conn_info(self) -> dict:
+    def _conn_info(self) -> ConnInfo:
         if self._info is not None:
             return self._info
         with self._conn_lock:
             if self._info is not None:
                 return self._info
-            from cfa_opco.db.connect import airflow_connection
-
             conn = airflow_connection(self.opco_conn_id)   # cached: threads cannot fetch it
-            extra = conn.extra_dejson or {}
-            host = (conn.host or "").strip()
-            if "://" not in host:
-                scheme = conn.schema or "https"
-                host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
-            base = host.rstrip("/")
-            code = (extra.get("opco") or self.opco_code or "").lower()
-            if not code:
-                raise OpcoError(f"connexion {self.opco_conn_id} : OPCO inconnu (nom attendu opco_<code>_<siren> "
-                                f"ou extra 'opco')")
-            siren = str(extra.get("siren") or self.siren or "") or None
-            if not conn.password:
-                raise OpcoAuthError(code, siren, None, "aucune clé API dans la connexion", conn_id=self.opco_conn_id)
-            rate = self._rate_arg if self._rate_arg is not None else extra.get("rate_limit_per_second")
-            rate = float(rate) if rate not in (None, "", 0, "0") else None
-            sw = dict(DEFAULT_SOFTWARE)
-            for k in sw:
-                if extra.get(k):
-                    sw[k] = str(extra[k])
-            sw.update({k.lower(): str(v) for k, v in (self._software_arg or {}).items() if v})
-            split = urlsplit(base)
-            token_url = extra.get("oauth_token_url")
-            if not token_url and extra.get("oauth_token_path"):
-                token_url = f"{split.scheme}://{split.netloc}{extra['oauth_token_path']}"
-            self.opco_code, self.siren = code, siren
-            self._info = {"base": base, "key": conn.password, "siren": siren, "code": code,
-                          "caps": Capabilities.for_opco(code), "software": sw,
-                          "client_id": extra.get("oauth_client_id"), "client_secret": extra.get("oauth_client_secret"),
-                          "token_url": token_url, "pacer": pacer_for(conn.password, base, rate), "rate": rate,
-                          "proxy": extra.get("proxy") or None}
+            info = parse_connection(conn, self.opco_conn_id, software=self._software_arg, rate=self._rate_arg,
+                                    timeout=self.timeout)
+            info.pacer = pacer_for(info.key, info.base, info.rate)
+            if self._caps_override is not None:
+                info.caps = self._caps_override
+            self.opco_code, self.siren = info.code, info.siren
+            self._info = info
             return self._info
 
     @property
     def capabilities(self) -> Capabilities:
+        if self._caps_override is not None:
+            return self._caps_override
         if self._info is None and self.opco_code:
             return Capabilities.for_opco(self.opco_code)
         return self._conn_info()["caps"]
@@ -240,7 +337,8 @@ class OpcoHook(BaseHook):
             proxy = self._conn_info()["proxy"]
             with self._conn_lock:
                 if self._transport is None:
-                    self._transport = Transport(self.timeout, proxy=proxy)
+                    info = self._conn_info()
+                    self._transport = Transport((info.connect_timeout, info.read_timeout), proxy=proxy)
         return self._transport
 
     def close(self) -> None:
@@ -276,27 +374,17 @@ class OpcoHook(BaseHook):
     def _backoff(self, failures: int) -> float:
         return random.uniform(0, min(self.backoff_max, self.backoff_base * (2 ** (failures - 1))))
 
-    def _record(self, **kw) -> None:
-        if self.proof_sink is None:
-            return
-        info = self._conn_info()
-        try:
-            self.proof_sink(ExchangeRecord(conn_id=self.opco_conn_id, opco_code=info["code"], cfa_siren=info["siren"],
-                                           run_id=self.run_id, **kw))
-        except Exception as exc:  # a proof store outage must be loud, but not lose the OPCO's answer
-            log.error("proof of exchange not recorded (%s %s): %s", kw.get("method"), kw.get("route"),
-                      type(exc).__name__)
-
     def _scrub(self, text: str) -> str:
-        info = self._info or {}
-        for secret in (info.get("key"), info.get("client_secret"), (self._token or ("",))[0]):
-            if secret:
-                text = text.replace(secret, "***")
-        return text[:500]
+        return scrub(text, (*((self._info.secrets()) if self._info else ()), (self._token or ("",))[0]))
 
     def _exchange(self, method: str, url: str, proof_route: str, *, headers: dict, data=None, files=None,
-                  numero_interne: str | None, request_sha256: str | None, attempt: int):
-        """One HTTP attempt, recorded. Returns (response, content, None) or (None, None, error text)."""
+                  numero_interne: str | None, request_sha256: str | None, attempt: int, defer: bool = False,
+                  is_token: bool = False):
+        """One HTTP attempt. Returns (response, parsed JSON body or None, None, record) or
+        (None, None, error text, record) — ``error`` is the TransportError's text and the
+        exception is kept on ``self._last_transport_error`` (thread-local). The proof is recorded
+        here, unless ``defer`` and the answer is a 2xx: the caller reads it first (an unreadable
+        answer's raw body goes into the proof), then records it with :meth:`_record_rec`."""
         sent_at = utcnow()
         self._bump("attempts")
         if files:
@@ -309,34 +397,44 @@ class OpcoHook(BaseHook):
         elif isinstance(data, dict):    # a form (OAuth2 token)
             data = urlencode(data).encode()
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        info = self._conn_info()
         try:
             resp = self.get_conn().request(method, url, body=data, headers=headers)
-            content = resp.data
         except TransportError as exc:
             kind = "timeout" if isinstance(exc, TransportTimeout) else "connection"
-            err = f"{kind}: {type(exc).__name__}"
+            err = f"{kind}: {type(exc).__name__}" + ("" if exc.sent else " (requête non envoyée)")
+            self._tls.last_transport_error = exc
             self._bump(f"error_{kind}")
-            self._record(method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
-                         sent_at=sent_at, received_at=None, request_sha256=request_sha256, http_status=None,
-                         error=err)
-            return None, None, err
-        body = None
-        if content:
-            try:
-                body = json.loads(content)
-            except ValueError:
-                body = None
+            self._record_rec(no_answer_record(info, self.run_id, method, proof_route, numero_interne, attempt,
+                                              sent_at, request_sha256, err))
+            return None, None, err, None
+        self._tls.last_transport_error = None
+        ctype = resp.header("Content-Type")
+        parsed = reading.classify(resp.data, ctype)
         self._bump(f"status_{resp.status}")
-        bd = body if isinstance(body, dict) else {}
-        self._record(method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
-                     sent_at=sent_at, received_at=utcnow(), request_sha256=request_sha256,
-                     http_status=resp.status,
-                     error=None if resp.status < 400 else self._scrub(_erreurs_text(bd)) or f"HTTP {resp.status}",
-                     numero_externe=_s(bd.get("numeroExterne")), numero_deca=_s(bd.get("numeroDeca")),
-                     response_sha256=sha256_hex(content or b""))
-        return resp, body, None
+        rec = answer_record(info, self.run_id, method, proof_route, numero_interne, attempt, sent_at, request_sha256,
+                            resp.status, resp.data, ctype, parsed, self._secrets(), is_token=is_token)
+        resp.parsed = parsed
+        if defer and 200 <= resp.status < 300:
+            return resp, parsed.data if parsed.is_json else None, None, rec
+        self._record_rec(rec)
+        return resp, parsed.data if parsed.is_json else None, None, None
 
-    def _token_value(self, force: bool = False) -> str:
+    def _secrets(self) -> tuple:
+        return (*self._conn_info().secrets(), (self._token or ("",))[0])
+
+    def _proof_body(self, content: bytes | None) -> str:
+        return reading.proof_body(content, self._secrets())
+
+    def _record_rec(self, rec: ExchangeRecord | None) -> None:
+        if rec is None or self.proof_sink is None:
+            return
+        try:
+            self.proof_sink(rec)
+        except Exception as exc:  # a proof store outage must be loud, but not lose the OPCO's answer
+            log.error("proof of exchange not recorded (%s %s): %s", rec.method, rec.route, type(exc).__name__)
+
+    def _token_value(self, force: bool = False, max_attempts: int | None = None) -> str:
         info = self._conn_info()
         with self._token_lock:
             if not force and self._token and time.monotonic() < self._token[1]:
@@ -352,8 +450,10 @@ class OpcoHook(BaseHook):
             while True:
                 attempt += 1
                 info["pacer"].acquire()
-                resp, body, err = self._exchange("POST", info["token_url"], route, headers={"Accept": "application/json"},
-                                                 data=form, numero_interne=None, request_sha256=None, attempt=attempt)
+                resp, body, err, _ = self._exchange("POST", info["token_url"], route,
+                                                    headers={"Accept": "application/json"}, data=form,
+                                                    numero_interne=None, request_sha256=None, attempt=attempt,
+                                                    is_token=True)
                 status = resp.status if resp is not None else None
                 if status is not None and status < 300 and isinstance(body, dict) and body.get("access_token"):
                     lifetime = float(body.get("expires_in") or 3600)
@@ -367,7 +467,7 @@ class OpcoHook(BaseHook):
                                         self._scrub(str(bd.get("error_description") or bd.get("error") or "refus")),
                                         conn_id=self.opco_conn_id, code="CLIENT_INVALIDE")
                 failures += 1
-                if failures >= self.max_attempts:
+                if failures >= (max_attempts or self.max_attempts):
                     raise OpcoUnavailable(info["code"], "oauth_token", attempt, err or f"HTTP {status}")
                 time.sleep(self._backoff(failures))
 
@@ -394,54 +494,46 @@ class OpcoHook(BaseHook):
                              code=code)
 
     # ---- the one entry point ------------------------------------------------------
-    def request(self, method: str, route_id: str, *, params: dict | None = None, json_body: Any = None,
-                files: dict | None = None, form: dict | None = None, numero_interne: str | None = None,
-                encoded: bytes | None = None) -> OpcoResponse:
-        """One call of ``route_id`` (a key of ROUTES), retried as the policy above says.
-        ``encoded``: ``canonical_json(json_body)`` when the caller already holds it."""
-        if route_id not in ROUTES:
-            raise ValueError(f"route inconnue : {route_id}")
-        r_method, path = ROUTES[route_id].method, ROUTES[route_id].path
-        if method.upper() != r_method:
-            raise ValueError(f"{route_id} est une route {r_method}, pas {method.upper()}")
+    def _prepare(self, method: str, route_id: str, params: dict | None, json_body: Any, files: dict | None,
+                 form: dict | None, encoded: bytes | None, url: str | None) -> dict:
         caps = self.capabilities
-        if not caps.serves(route_id):
+        if route_id in ROUTES and not caps.serves(route_id):
             self._bump("not_served")
             raise OpcoRouteNotServed(caps.code, route_id)
+        info = self._conn_info() if route_id in ROUTES else None
+        return prepare_request(info, caps, method, route_id, params, json_body, files, form, encoded, url)
+
+    def _response(self, route_id: str, resp, body: Any, attempt: int) -> OpcoResponse:
+        return make_response(route_id, resp.status, resp.headers, resp.data, attempt, getattr(resp, "parsed", None))
+
+    def request(self, method: str, route_id: str, *, params: dict | None = None, json_body: Any = None,
+                files: dict | None = None, form: dict | None = None, numero_interne: str | None = None,
+                encoded: bytes | None = None, max_attempts: int | None = None, url: str | None = None,
+                read: Callable[[OpcoResponse], Any] | None = None) -> OpcoResponse:
+        """One call of ``route_id`` (a key of ROUTES), retried as the policy above says.
+        ``encoded``: ``canonical_json(json_body)`` when the caller already holds it.
+        ``max_attempts``: this call's limit (default: the hook's). ``url``: a next-page link the
+        OPCO gave (same origin as the base URL only). ``read``: applied to a 2xx answer before its
+        proof is recorded; its result is ``response.read``; an :class:`Unreadable` it raises puts
+        the raw body in the proof, then propagates."""
+        prep = self._prepare(method, route_id, params, json_body, files, form, encoded, url)
         info = self._conn_info()
-        qs = urlencode({k: v for k, v in (params or {}).items() if v is not None}, safe=",:")
-        proof_route = path + (f"?{qs}" if qs else "")
-        url = info["base"] + proof_route
-        sw = info["software"]
-        base_headers = {"X-API-KEY": info["key"], "EDITEUR": sw["editeur"], "LOGICIEL": sw["logiciel"],
-                        "VERSION": sw["version"], "Accept": "application/json"}
-        data, req_sha, upload = None, None, None
-        if json_body is not None:
-            data = encoded if encoded is not None else canonical_json(json_body)
-            req_sha = sha256_hex(data)
-            base_headers["Content-Type"] = "application/json; charset=utf-8"
-        elif files is not None or form is not None:
-            data = dict(form or {})
-            upload = files
-            meta = {"form": data, "files": {name: {"filename": f[0], "mime": f[2] if len(f) > 2 else None,
-                                                   "sha256": sha256_hex(f[1]), "size": len(f[1])}
-                                            for name, f in (files or {}).items()}}
-            req_sha = sha256_hex(canonical_json(meta))
-        needs_token = caps.needs_token(route_id)
-        pacer: Pacer = info["pacer"]
+        limit = max(1, int(max_attempts)) if max_attempts else self.max_attempts
+        pacer: Pacer = info.pacer
         self._bump("requests")
         attempt = failures = limited = 0
         renewed = False
         last_err = ""
         while True:
             attempt += 1
-            headers = dict(base_headers)
-            if needs_token:
+            headers = dict(prep["headers"])
+            if prep["needs_token"]:
                 headers["Authorization"] = f"Bearer {self._token_value()}"
             pacer.acquire()
-            resp, body, err = self._exchange(method.upper(), url, proof_route, headers=headers, data=data,
-                                             files=upload, numero_interne=numero_interne, request_sha256=req_sha,
-                                             attempt=attempt)
+            resp, body, err, rec = self._exchange(prep["method"], prep["url"], prep["proof_route"], headers=headers,
+                                                  data=prep["data"], files=prep["upload"],
+                                                  numero_interne=numero_interne, request_sha256=prep["req_sha"],
+                                                  attempt=attempt, defer=read is not None)
             status = resp.status if resp is not None else None
             if status == 429:
                 limited += 1
@@ -450,23 +542,24 @@ class OpcoHook(BaseHook):
                 pacer.penalize(wait)
                 last_err = "HTTP 429"
                 self._bump("rate_limited")
-                log.warning("OPCO %s %s: HTTP 429, pause %.2fs (attempt %d)", info["code"], route_id, wait, attempt)
-                if limited > self.max_rate_limited:
-                    raise OpcoUnavailable(info["code"], route_id, attempt, "HTTP 429 répétés (limite de débit)")
+                log.warning("OPCO %s %s: HTTP 429, pause %.2fs (attempt %d)", info.code, route_id, wait, attempt)
+                if limited > (5 * limit if max_attempts else self.max_rate_limited):
+                    raise OpcoUnavailable(info.code, route_id, attempt, "HTTP 429 répétés (limite de débit)")
                 continue
             if status is None or status >= 500:
                 failures += 1
-                last_err = err or f"HTTP {status}"
-                if failures >= self.max_attempts:
+                last_err = err or f"HTTP {status}" + (f" ({resp.parsed.describe()})"
+                                                      if resp is not None and not resp.parsed.is_json else "")
+                if failures >= limit:
                     self._bump("unavailable")
-                    raise OpcoUnavailable(info["code"], route_id, attempt, last_err)
+                    raise OpcoUnavailable(info.code, route_id, attempt, last_err)
                 delay = self._backoff(failures)
                 self._bump("retries")
-                log.warning("OPCO %s %s: %s, retry in %.2fs (attempt %d/%d)", info["code"], route_id, last_err,
-                            delay, failures, self.max_attempts)
+                log.warning("OPCO %s %s: %s, retry in %.2fs (attempt %d/%d)", info.code, route_id, last_err,
+                            delay, failures, limit)
                 time.sleep(delay)
                 continue
-            if status == 401 and needs_token and not renewed and _first_code(body) in TOKEN_ERRORS:
+            if status == 401 and prep["needs_token"] and not renewed and _first_code(body) in TOKEN_ERRORS:
                 renewed = True
                 self._token_value(force=True)
                 self._bump("token_renewed")
@@ -474,14 +567,26 @@ class OpcoHook(BaseHook):
             if status in (401, 403):
                 raise self._auth_error(status, body)
             pacer.success()
-            bd = body if isinstance(body, dict) else {}
-            erreurs = bd.get("erreurs") if isinstance(bd.get("erreurs"), list) else []
+            out = self._response(route_id, resp, body, attempt)
             if status >= 400:
-                log.info("OPCO %s %s: HTTP %s (%d erreur(s))", info["code"], route_id, status, len(erreurs))
-            return OpcoResponse(status=status, body=body, headers=resp.headers, erreurs=erreurs,
-                                numero_externe=_s(bd.get("numeroExterne")), numero_deca=_s(bd.get("numeroDeca")),
-                                etat=_s(bd.get("etat")), date_etat=_s(bd.get("dateEtat")), route_id=route_id,
-                                attempts=attempt)
+                log.info("OPCO %s %s: HTTP %s (%d erreur(s))", info.code, route_id, status, len(out.erreurs))
+            if rec is not None:
+                try:
+                    out.read = read(out)
+                except Unreadable as u:
+                    rec.response_body = rec.response_body or self._proof_body(resp.data)
+                    rec.error = self._scrub(str(u))
+                    self._bump("unreadable")
+                    if retry_unreadable(prep["method"], out) and failures + 1 < limit:
+                        failures += 1           # a gateway or maintenance page on a read: read again later
+                        self._record_rec(rec)
+                        rec = None
+                        time.sleep(self._backoff(failures))
+                        continue
+                    raise
+                finally:
+                    self._record_rec(rec)
+            return out
 
     # ---- routes ----------------------------------------------------------------------
     def send_dossier(self, payload: dict, *, encoded: bytes | None = None) -> OpcoResponse:
@@ -494,43 +599,217 @@ class OpcoHook(BaseHook):
         return self.request("POST", route, json_body=payload, numero_interne=payload.get("numeroInterne"),
                             encoded=encoded)
 
+    def send_once(self, payload: dict, *, encoded: bytes | None = None, max_pause: float = 0.25) -> SendOutcome:
+        """One attempt at sending the dossier (v2 when served, else v1), no retry: a SendOutcome
+        (see :mod:`..outcomes`). A 429 pauses this key's pacer (other keys go on); when the key is
+        paused for longer than ``max_pause`` seconds nothing is sent (RETRY_LATER with the time
+        left). Raises OpcoRouteNotServed (no contract route) and OpcoAuthError (key refused)."""
+        route = self.capabilities.contract_route()
+        if route is None:
+            self._bump("not_served")
+            raise OpcoRouteNotServed(self.capabilities.code, "dossiers")
+        numero = payload.get("numeroInterne")
+        prep = self._prepare("POST", route, None, payload, None, None, encoded, None)
+        info = self._conn_info()
+        pacer: Pacer = info.pacer
+        self._bump("requests")
+        paused = pacer.paused_for()
+        if paused > max_pause:
+            self._bump("deferred_by_pause")
+            return SendOutcome(SendKind.RETRY_LATER, numero_interne=numero, retry_after=paused, sent=False,
+                               message=f"{opco_label(info.code)} : limite de débit, clé en pause "
+                                       f"{paused:.1f} s, nouvel essai plus tard")
+        renewed = False
+        attempt = 0
+        while True:          # only a refused OAuth2 token is renewed and the POST made again (nothing written)
+            attempt += 1
+            headers = dict(prep["headers"])
+            if prep["needs_token"]:
+                try:
+                    headers["Authorization"] = f"Bearer {self._token_value(max_attempts=1)}"
+                except OpcoUnavailable as exc:
+                    return SendOutcome(SendKind.RETRY_LATER, numero_interne=numero, sent=False,
+                                       retry_after=suggested_delay(), message=str(exc))
+            pacer.acquire()
+            resp, body, err, _ = self._exchange("POST", prep["url"], prep["proof_route"], headers=headers,
+                                                data=prep["data"], numero_interne=numero,
+                                                request_sha256=prep["req_sha"], attempt=attempt)
+            if resp is None:
+                exc = getattr(self._tls, "last_transport_error", None)
+                sent = bool(getattr(exc, "sent", True))
+                out = classify_no_answer(info.code, route, numero, err, sent, isinstance(exc, TransportTimeout))
+                self._bump(f"outcome_{out.kind.value.lower()}")
+                return out
+            status = resp.status
+            if status == 401 and prep["needs_token"] and not renewed and _first_code(body) in TOKEN_ERRORS:
+                renewed = True
+                self._token_value(force=True, max_attempts=1)
+                self._bump("token_renewed")
+                continue
+            if status in (401, 403):
+                raise self._auth_error(status, body)
+            retry_after = None
+            if status == 429:
+                wait = parse_retry_after(resp.header("Retry-After"))
+                retry_after = min(wait if wait is not None else suggested_delay(2), 300.0)
+                pacer.penalize(retry_after)
+                self._bump("rate_limited")
+            elif status in (502, 503, 504):
+                retry_after = parse_retry_after(resp.header("Retry-After"))
+            elif status < 500:
+                pacer.success()
+            out = classify_answer(info.code, route, numero, status, resp.parsed, retry_after,
+                                  self._response(route, resp, body, attempt))
+            self._bump(f"outcome_{out.kind.value.lower()}")
+            return out
+
+    def find_dossiers(self, numeros: list[str], *, since: dt.datetime | None = None,
+                      max_attempts: int = 3) -> dict[str, DossierState | None | Unreadable]:
+        """Settle whether the OPCO holds each dossier, through every read route it serves:
+        liste (v1, 100 per call), then per-dossier GET (v2), then the v2 state changes since
+        ``since`` (default: 7 days back; a dossier created at the OPCO appears there).
+        Value per number: its DossierState (present), None (provably absent: a readable answer
+        of a route that lists it would have named it), or an :class:`Unreadable` (could not be
+        settled; the reason, naming the route and the OPCO). OpcoAuthError propagates."""
+        numeros = list(dict.fromkeys(n for n in numeros if n))
+        out: dict[str, DossierState | None | Unreadable] = {}
+        reasons: dict[str, Unreadable] = {}
+        caps = self.capabilities
+        todo = list(numeros)
+
+        def fail(route_id: str, exc: Exception, nums: list[str]) -> None:
+            u = exc if isinstance(exc, Unreadable) else Unreadable(self.opco_code, ROUTES[route_id].method,
+                                                                   route_id, str(exc))
+            for n in nums:
+                reasons[n] = u
+
+        if todo and caps.serves("liste_v1"):
+            for i in range(0, len(todo), LISTE_MAX):
+                chunk = todo[i:i + LISTE_MAX]
+                try:
+                    found, absent = self.liste_states(chunk, max_attempts=max_attempts)
+                except (Unreadable, OpcoUnavailable) as exc:
+                    fail("liste_v1", exc, chunk)
+                    continue
+                except OpcoAuthError:
+                    raise
+                except OpcoError as exc:
+                    fail("liste_v1", exc, chunk)
+                    continue
+                for st in found:
+                    out[st.numero_interne] = st
+                for n in absent:
+                    out.setdefault(n, None)
+            todo = [n for n in todo if n not in out]
+        if todo and caps.serves("dossier_read_v2"):
+            for n in list(todo):
+                try:
+                    resp = self.request("GET", "dossier_read_v2", params={"numeroInterne": n}, numero_interne=n,
+                                        max_attempts=max_attempts, read=lambda r, n=n: self._read_one(r, n))
+                except OpcoAuthError:
+                    raise
+                except OpcoError as exc:
+                    fail("dossier_read_v2", exc, [n])
+                    continue
+                if resp.ok:
+                    out[n] = resp.read
+                elif resp.status == 404 and (resp.body_kind == "json" or any(e.get("code") for e in resp.erreurs)):
+                    out[n] = None          # the OPCO's own "unknown dossier", not a gateway page or an empty 404
+                else:
+                    fail("dossier_read_v2", self._refused(resp, "dossier_read_v2"), [n])
+            todo = [n for n in todo if n not in out]
+        if todo and caps.serves("etats_v2"):
+            start = since or (utcnow() - dt.timedelta(days=7))
+            wanted = set(todo)
+            seen: dict[str, DossierState] = {}
+            try:
+                for item in self.iter_state_changes(start, None, max_attempts=max_attempts):
+                    st = reading.read_state(item)
+                    if st is not None and st.numero_interne in wanted:
+                        prev = seen.get(st.numero_interne)
+                        if prev is None or str(st.date_etat or "") >= str(prev.date_etat or ""):
+                            seen[st.numero_interne] = st
+            except OpcoAuthError:
+                raise
+            except OpcoError as exc:
+                fail("etats_v2", exc, todo)
+            else:
+                for n in todo:
+                    out[n] = seen.get(n)       # the whole window was read: absent means absent
+            todo = [n for n in todo if n not in out]
+        for n in todo:
+            out[n] = reasons.get(n) or Unreadable.plain(
+                self.opco_code, f"Impossible de vérifier le dossier {n} auprès de l'{opco_label(self.opco_code)} : "
+                                f"aucune route de lecture des dossiers n'est servie par l'OPCO")
+        return {n: out[n] for n in numeros}
+
+    def _read_one(self, resp: OpcoResponse, numero: str) -> DossierState:
+        parsed = reading.classify(resp.raw, resp.content_type)
+        if parsed.kind != "json":
+            raise Unreadable(self.opco_code, "GET", "dossier_read_v2", parsed.describe(resp.status), resp.status, numero)
+        data = parsed.data
+        if isinstance(data, list):       # a one-item list
+            data = next((d for d in data if (reading.read_state(d) or DossierState("")).numero_interne == numero),
+                        data[0] if len(data) == 1 else None)
+        st = reading.read_state(data, numero_hint=numero) if isinstance(data, dict) else None
+        if st is None or st.numero_interne != numero or not (st.etat or st.numero_deca or st.numero_externe):
+            raise Unreadable(self.opco_code, "GET", "dossier_read_v2", "dossier sans état ni numéro lisible",
+                             resp.status, numero)
+        return st
+
     def get_dossier(self, numero_interne: str) -> OpcoResponse:
         return self.request("GET", "dossier_read_v2", params={"numeroInterne": numero_interne},
                             numero_interne=numero_interne)
 
-    def list_dossiers(self, numeros: list[str]) -> list[dict]:
-        """States of the listed dossiers (v1 liste, chunks of ≤100); unknown numbers are absent."""
-        out: list[dict] = []
+    def list_dossiers(self, numeros: list[str], *, max_attempts: int | None = None) -> list[dict]:
+        """States of the listed dossiers (v1 liste, chunks of ≤100), as the norm's items
+        (``numeroInterne``, ``etat``, ``dateEtat``...) whatever shape the OPCO answered in;
+        unknown numbers are absent. :class:`Unreadable` when an answer cannot be understood."""
+        return [st.as_item() for st in self.liste_states(numeros, max_attempts=max_attempts)[0]]
+
+    def liste_states(self, numeros: list[str], *, max_attempts: int | None = None
+                     ) -> tuple[list[DossierState], set[str]]:
+        """(states found, numbers the liste answers proved unknown) — v1 liste."""
+        found: list[DossierState] = []
+        absent: set[str] = set()
         numeros = list(dict.fromkeys(numeros))
         for i in range(0, len(numeros), LISTE_MAX):
             chunk = numeros[i:i + LISTE_MAX]
             resp = self.request("GET", "liste_v1", params={"numerosInternes": ",".join(chunk)},
-                                numero_interne=chunk[0] if len(chunk) == 1 else None)
+                                numero_interne=chunk[0] if len(chunk) == 1 else None, max_attempts=max_attempts,
+                                read=lambda r: self._read_list(r, "liste_v1", ("dossiers",)))
             if not resp.ok:
-                raise OpcoError(f"liste des dossiers refusée par l'OPCO {self.opco_code} (HTTP {resp.status}) : "
-                                f"{resp.error_text()}")
-            out.extend((resp.body or {}).get("dossiers") or [])
-        return out
+                raise self._refused(resp, "liste_v1")
+            states = [st for st in resp.read if st.numero_interne in set(chunk)]
+            found.extend(states)
+            absent |= set(chunk) - {st.numero_interne for st in states}
+        return found, absent
+
+    def _read_list(self, resp: OpcoResponse, route_id: str, prefer: tuple = ()) -> list[DossierState]:
+        return reading.read_list_answer(resp.raw, resp.content_type, resp.status, self.opco_code, route_id, prefer)
+
+    def _refused(self, resp: OpcoResponse, route_id: str) -> OpcoError:
+        return reading.refused(resp.status, resp.raw, resp.content_type, resp.erreurs, self.opco_code, route_id)
 
     def iter_state_changes(self, date_debut: dt.datetime, date_fin: dt.datetime | None,
-                           page_size: int = 1000) -> Iterator[dict]:
-        """Every dossier whose state changed in [date_debut, date_fin), all pages (v2 etats)."""
-        page = 1
-        while True:
-            resp = self.request("GET", "etats_v2", params={
-                "numeroPage": page, "taillePage": page_size, "dateDebut": _iso(date_debut),
-                "dateFin": _iso(date_fin) if date_fin is not None else None})
+                           page_size: int = 1000, *, max_attempts: int | None = None,
+                           max_pages: int = 100_000) -> Iterator[dict]:
+        """Every dossier whose state changed in [date_debut, date_fin), all pages (v2 etats), as the
+        norm's items. Pages by number, offset/limit or next link (body or Link header), lists bare or
+        wrapped (see :mod:`..reading`). :class:`Unreadable` when an answer cannot be understood."""
+        params = {k: v for k, v in {"numeroPage": FIRST_PAGE, "taillePage": page_size,
+                                    "dateDebut": _iso(date_debut),
+                                    "dateFin": _iso(date_fin) if date_fin is not None else None}.items()
+                  if v is not None}
+        pager = reading.Pager(self.opco_code, self.base_url, "etats_v2", params, page_size, max_pages)
+        while pager.more():
+            resp = self.request("GET", "etats_v2", params=pager.params, url=pager.url, max_attempts=max_attempts,
+                                read=lambda r: self._read_list(r, "etats_v2", ("EtatDossierResult",)))
             if not resp.ok:
-                raise OpcoError(f"états des dossiers refusés par l'OPCO {self.opco_code} (HTTP {resp.status}) : "
-                                f"{resp.error_text()}")
-            body = resp.body or {}
-            items = body.get("EtatDossierResult") or []
-            yield from items
-            total = int(body.get("total") or 0)
-            size = int(body.get("taillePage") or page_size)
-            if not items or len(items) < size or page * size >= total:
-                return
-            page += 1
+                raise self._refused(resp, "etats_v2")
+            for st in resp.read:
+                yield st.as_item()
+            pager.advance(resp.body, resp.headers, resp.read, resp.status)
 
     def attach_document(self, numero_interne: str, type_fichier: str, filename: str, content: bytes,
                         mime: str = "application/pdf") -> OpcoResponse:
