@@ -25,7 +25,7 @@ def test_opco_connections_follow_the_naming_and_match_sandbox_keys(airflow_cfg):
         opcos = {r["opco_code"].lower() for r in csv.DictReader(f)}
     sandbox_keys = {(k["opco"], k["siren"]): k["key"]
                     for k in yaml.safe_load((PROJECT / "config" / "sandbox.yaml").read_text())["keys"]}
-    http = [c for c in airflow_cfg.connections if c["conn_type"] == "http"]
+    http = [c for c in airflow_cfg.connections if c["conn_type"] == "opco"]
     assert http
     for c in http:
         _, rest = c["conn_id"].split("_", 1)
@@ -50,7 +50,7 @@ def test_env_form_rewrites_connections(airflow_cfg):
     conn = json.loads(env["AIRFLOW_CONN_CFA_CONNECTOR"])
     assert conn["port"] == 9999 and conn["schema"] == "cfa_connector"
     airflow_settings.rewrite_sandbox_port(airflow_cfg, 18085)
-    assert all(":18085/" in c["conn_host"] for c in airflow_cfg.connections if c["conn_type"] == "http")
+    assert all(":18085/" in c["conn_host"] for c in airflow_cfg.connections if c["conn_type"] == "opco")
 
 
 def test_migrations_apply_once_and_refuse_edits(database_factory, tmp_path):

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from cfa_opco.providers.opco.norm import CONN_TYPE
+
+# OPCO connections: the provider's own type, or "http" as written before it registered one.
+OPCO_CONN_TYPES = (CONN_TYPE, "http")
+
 
 @dataclass
 class AirflowSettings:
@@ -58,7 +63,7 @@ def rewrite_sandbox_port(s: AirflowSettings, port: int, rate_limit: float | None
 
     for c in s.connections:
         host = c.get("conn_host") or ""
-        if c.get("conn_type") == "http" and host.startswith("http://127.0.0.1:"):
+        if c.get("conn_type") in OPCO_CONN_TYPES and host.startswith("http://127.0.0.1:"):
             c["conn_host"] = re.sub(r"^http://127\.0\.0\.1:\d+", f"http://127.0.0.1:{port}", host)
             if rate_limit is not None:
                 c["conn_extra"] = {**(c.get("conn_extra") or {}), "rate_limit_per_second": rate_limit}
@@ -152,7 +157,7 @@ def sandbox_connection_env(sandbox_port: int, extra_overrides: dict | None = Non
     rewrite_postgres(cfg, dsns)
 
     def rewrite(parts: dict) -> dict:
-        if parts["conn_type"] == "http" and extra_overrides:
+        if parts["conn_type"] in OPCO_CONN_TYPES and extra_overrides:
             parts = {**parts, "extra": {**(parts.get("extra") or {}), **extra_overrides}}
         return parts
 

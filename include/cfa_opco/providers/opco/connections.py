@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from .capabilities import Capabilities
 from .exceptions import OpcoAuthError, OpcoError
-from .norm import DEFAULT_SOFTWARE, HEADER_KEY, parse_conn_id
+from .norm import CONN_TYPE, DEFAULT_SOFTWARE, HEADER_KEY, parse_conn_id
 
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 5.0
@@ -119,7 +119,10 @@ def parse_connection(conn, conn_id: str, *, software: dict | None = None, rate: 
     """An Airflow connection → ConnInfo. ``software`` overrides the extra's editeur/logiciel/version;
     ``rate`` overrides rate_limit_per_second; ``timeout`` (s or (connect, read)) overrides the
     extra's connect_timeout/read_timeout. French errors naming the connection."""
-    extra = conn.extra_dejson or {}
+    # The UI's connection form (conn-fields of get_provider_info) may store its fields
+    # prefixed "extra__opco__<name>"; a JSON extra written by hand uses the bare names.
+    extra = {k.removeprefix(f"extra__{CONN_TYPE}__"): v for k, v in (conn.extra_dejson or {}).items()
+             if v not in (None, "")}
     code_from_id, siren_from_id = parse_conn_id(conn_id)
     host = (conn.host or "").strip()
     if "://" not in host:

@@ -44,7 +44,7 @@ from airflow.sdk import BaseHook
 
 from ..capabilities import Capabilities
 from ..connections import ConnInfo, airflow_connection, parse_connection
-from ..norm import FIRST_PAGE, LISTE_MAX, ROUTES, parse_conn_id
+from ..norm import CONN_TYPE, FIRST_PAGE, LISTE_MAX, ROUTES, parse_conn_id
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
 from ..norm import opco_label
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
@@ -269,7 +269,7 @@ def no_answer_record(info: ConnInfo, run_id: str | None, method: str, proof_rout
 class OpcoHook(BaseHook):
     conn_name_attr = "opco_conn_id"
     default_conn_name = "opco_default"
-    conn_type = "http"
+    conn_type = CONN_TYPE
     hook_name = "OPCO (API CFA-OPCO)"
 
     def __init__(self, opco_conn_id: str = default_conn_name, *, software: dict | None = None,
