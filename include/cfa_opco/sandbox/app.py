@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cfa_opco.providers.opco.norm import ROUTES
+
 from . import profiles, schemas
 from .config import (OPCO_CODES, OpcoSettings, build_keys, deep_merge, load_capabilities, load_config,
                      load_idcc, opco_settings)
@@ -260,8 +262,11 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
 
     hdr_params = schemas.header_parameters()
 
-    def api(method: str, path: str, route: str, summary: str, body: dict | None = None,
+    def api(route: str, summary: str, body: dict | None = None,
             responses: dict | None = None, oauth: bool = False):
+        """Declare the handler of one route of the client's table (norm.ROUTES: one list of
+        routes for client and sandbox)."""
+        method, path = ROUTES[route].method, ROUTES[route].path
         extra: dict = {"parameters": list(hdr_params)}
         if body is not None:
             extra["requestBody"] = body
@@ -271,14 +276,14 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
                     response_class=Response, operation_id=route)
 
     # ---- routes -----------------------------------------------------------------
-    @api("GET", "/v1/status", "status", "Health of the OPCO's API")
+    @api("status", "Health of the OPCO's API")
     async def status(request: Request, opco: OpcoCode):
         o = opco.value
         sb.gate(request, o, "status")
         return sb.ok(o, "status", {"status": "OK", "opco": o, "nom": sb.caps[o]["name"], "api": "ApiEchangeCFA",
                                    "date": iso(sb.store.now())})
 
-    @api("GET", "/v2/cfakeyinfo", "cfakeyinfo", "Key check for a SIREN")
+    @api("cfakeyinfo", "Key check for a SIREN")
     async def cfakeyinfo(request: Request, opco: OpcoCode, siren: str | None = Query(None)):
         o = opco.value
         ki, _ = sb.gate(request, o, "cfakeyinfo")
@@ -309,15 +314,15 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
             raise ApiError(r.status, "", None, "", errors=r.errors)
         return sb.ok(o, route, out, status_code)
 
-    @api("POST", "/v1/dossiers", "dossiers_v1", "Send a dossier (v1)", body=schemas.body(schemas.DOSSIER))
+    @api("dossiers_v1", "Send a dossier (v1)", body=schemas.body(schemas.DOSSIER))
     async def dossiers_v1(request: Request, opco: OpcoCode):
         return await post_dossier(request, opco.value, "dossiers_v1", "v1")
 
-    @api("POST", "/v2/dossiers", "dossiers_v2", "Send a dossier (v2)", body=schemas.body(schemas.DOSSIER))
+    @api("dossiers_v2", "Send a dossier (v2)", body=schemas.body(schemas.DOSSIER))
     async def dossiers_v2(request: Request, opco: OpcoCode):
         return await post_dossier(request, opco.value, "dossiers_v2", "v2")
 
-    @api("GET", "/v2/dossiers", "dossier_read_v2", "Read one dossier back")
+    @api("dossier_read_v2", "Read one dossier back")
     async def dossier_read(request: Request, opco: OpcoCode, numeroInterne: str | None = Query(None)):
         o = opco.value
         ki, _ = sb.gate(request, o, "dossier_read_v2")
@@ -327,7 +332,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
             raise ApiError(404, "DOSSIER_INCONNU", "numeroInterne", f"dossier {ni} inconnu pour ce SIREN")
         return sb.ok(o, "dossier_read_v2", sb.store.full_dossier(row, sb.store.now()))
 
-    @api("GET", "/v1/dossiers/liste", "liste_v1", "States of listed dossiers (at most 100)")
+    @api("liste_v1", "States of listed dossiers (at most 100)")
     async def liste(request: Request, opco: OpcoCode, numerosInternes: str | None = Query(None)):
         o = opco.value
         ki, _ = sb.gate(request, o, "liste_v1")
@@ -346,7 +351,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
                                     url=request.url.path, base_url=base_url(request),
                                     extra={"inconnus": missing})
 
-    @api("GET", "/v2/dossiers/etats", "etats_v2", "Paged states, optionally in a state-change window")
+    @api("etats_v2", "Paged states, optionally in a state-change window")
     async def etats(request: Request, opco: OpcoCode, numeroPage: str | None = Query(None),
                     taillePage: str | None = Query(None), dateDebut: str | None = Query(None),
                     dateFin: str | None = Query(None)):
@@ -364,7 +369,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         return profiles.render_list(prof, "etats_v2", items, total, pg, url=request.url.path,
                                     base_url=base_url(request))
 
-    @api("POST", "/v1/documents", "documents_v1", "Attach a document (multipart)", body=schemas.DOCUMENT_BODY)
+    @api("documents_v1", "Attach a document (multipart)", body=schemas.DOCUMENT_BODY)
     async def documents(request: Request, opco: OpcoCode):
         o = opco.value
         ki, s = sb.gate(request, o, "documents_v1")
@@ -425,7 +430,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
             raise ApiError(422, "", None, "", errors=errors)
         return ki, s, body, facts
 
-    @api("POST", "/v1/conventions", "conventions_v1", "Training agreement", body=schemas.body(schemas.CONVENTION))
+    @api("conventions_v1", "Training agreement", body=schemas.body(schemas.CONVENTION))
     async def conventions(request: Request, opco: OpcoCode):
         o = opco.value
         ki, s, body, facts = await json_route(request, o, "conventions_v1", validate_convention)
@@ -436,7 +441,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         except Rejected as r:
             raise ApiError(r.status, "", None, "", errors=r.errors)
 
-    @api("POST", "/v2/certificats", "certificats_v2", "Certificat de réalisation (AFDAS)",
+    @api("certificats_v2", "Certificat de réalisation (AFDAS)",
          body=schemas.body(schemas.CERTIFICAT))
     async def certificats(request: Request, opco: OpcoCode):
         o = opco.value
@@ -446,7 +451,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         except NotFound as nf:
             raise ApiError(404, "DOSSIER_INCONNU", nf.args[0], nf.args[1])
 
-    @api("POST", "/v1/factures", "factures_v1", "Invoice an échéance", body=schemas.body(schemas.FACTURE))
+    @api("factures_v1", "Invoice an échéance", body=schemas.body(schemas.FACTURE))
     async def factures(request: Request, opco: OpcoCode):
         o = opco.value
         ki, s, body, facts = await json_route(request, o, "factures_v1", validate_facture)
@@ -458,7 +463,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
             raise ApiError(r.status, "", None, "", errors=r.errors)
         return sb.ok(o, "factures_v1", out, code)
 
-    @api("GET", "/v2/factures/etats", "factures_etats_v2", "Invoice states")
+    @api("factures_etats_v2", "Invoice states")
     async def factures_etats(request: Request, opco: OpcoCode, numeroInterneFacture: str | None = Query(None),
                              dateDebut: str | None = Query(None), dateFin: str | None = Query(None)):
         o = opco.value
@@ -475,7 +480,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         return profiles.render_list(prof, "factures_etats_v2", chunk, len(out), pg, url=request.url.path,
                                     base_url=base_url(request))
 
-    @api("POST", "/v2/dossiers/rupture/employeur", "rupture_v2", "Early termination of a contract",
+    @api("rupture_v2", "Early termination of a contract",
          body=schemas.body(schemas.RUPTURE))
     async def rupture(request: Request, opco: OpcoCode):
         o = opco.value

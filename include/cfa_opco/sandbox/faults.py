@@ -9,23 +9,12 @@ import random
 import time
 from typing import Any
 
+from cfa_opco.providers.opco.norm import ROUTES
+
 from . import profiles
 
-API_ROUTES = {
-    ("GET", "v1/status"): "status",
-    ("GET", "v2/cfakeyinfo"): "cfakeyinfo",
-    ("POST", "v1/dossiers"): "dossiers_v1",
-    ("POST", "v2/dossiers"): "dossiers_v2",
-    ("GET", "v2/dossiers"): "dossier_read_v2",
-    ("GET", "v1/dossiers/liste"): "liste_v1",
-    ("GET", "v2/dossiers/etats"): "etats_v2",
-    ("POST", "v1/documents"): "documents_v1",
-    ("POST", "v1/conventions"): "conventions_v1",
-    ("POST", "v2/certificats"): "certificats_v2",
-    ("POST", "v1/factures"): "factures_v1",
-    ("GET", "v2/factures/etats"): "factures_etats_v2",
-    ("POST", "v2/dossiers/rupture/employeur"): "rupture_v2",
-}
+# (method, path under /ApiEchangeCFA/) -> route id, from the client's own table
+API_ROUTES = {(r.method, r.path.lstrip("/")): r.id for r in ROUTES.values()}
 
 # drawn in this order from one RNG (new kinds appended: a seed keeps its old draws)
 FAULT_KINDS = ("error_503", "error_429", "drop", "hang", "lost_response", "error_502", "error_504", "held")
