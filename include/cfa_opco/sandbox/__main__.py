@@ -7,7 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import load_config
+from .config import OPCO_CODES, load_config, opco_settings
+from .faults import with_preset
+from .profiles import parse_profile
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG = PROJECT_DIR / "config" / "sandbox.yaml"
@@ -23,7 +25,11 @@ def parse_args(argv=None):
     ap.add_argument("--rate-limit", type=float, default=None, help="requests/s per key; 0 = off")
     ap.add_argument("--instant", action="store_true", help="all instruction/payment delays = 0")
     ap.add_argument("--access-log", action="store_true", help="uvicorn access log (slower)")
+    ap.add_argument("--profile", default=None,
+                    help="response-shape profile of every OPCO, e.g. bare_lists+html_gateway (default strict)")
     f = ap.add_argument_group("fault injection (shares are 0..1)")
+    f.add_argument("--fault-preset", choices=["off", "light", "heavy"], default=None,
+                   help="named fault mix; the other --fault-* flags apply on top")
     f.add_argument("--fault-seed", type=int, default=None)
     f.add_argument("--fault-503", type=float, default=None, dest="error_503")
     f.add_argument("--fault-429", type=float, default=None, dest="error_429")
@@ -34,6 +40,13 @@ def parse_args(argv=None):
     f.add_argument("--fault-drop", type=float, default=None, dest="drop")
     f.add_argument("--fault-lost", type=float, default=None, dest="lost_response")
     f.add_argument("--fault-lost-mode", choices=["503", "drop"], default=None, dest="lost_response_mode")
+    f.add_argument("--fault-502", type=float, default=None, dest="error_502")
+    f.add_argument("--fault-504", type=float, default=None, dest="error_504")
+    f.add_argument("--fault-held", type=float, default=None, dest="held",
+                   help="share of answers held --fault-held-seconds AFTER the request was processed")
+    f.add_argument("--fault-held-seconds", type=float, default=None, dest="held_seconds")
+    f.add_argument("--fault-retry-after", default=None, dest="retry_after",
+                   help="Retry-After of injected 429/503: N or MIN-MAX seconds (e.g. 1-2)")
     f.add_argument("--fault-methods", default=None, help="comma list: POST,GET or ALL")
     f.add_argument("--fault-routes", default=None, help="comma list of route ids (opco_capabilities.yaml)")
     f.add_argument("--fault-opcos", default=None, help="comma list of OPCO codes")
@@ -62,12 +75,25 @@ def build_config(a) -> dict:
         for o in (cfg.get("opcos") or {}).values():
             if isinstance(o, dict):
                 o.pop("delays", None)
+    if a.profile is not None:
+        parse_profile(a.profile)   # an unknown name stops here, with its French message
+        cfg["profile"] = a.profile
+        for o in (cfg.get("opcos") or {}).values():
+            if isinstance(o, dict):
+                o.pop("profile", None)
+    if a.fault_preset:
+        cfg["faults"] = with_preset(cfg["faults"], a.fault_preset)
     fl = cfg["faults"]
     for k in ("error_503", "error_429", "latency_ms", "latency_jitter_ms", "hang", "hang_seconds", "drop",
-              "lost_response", "lost_response_mode"):
+              "lost_response", "lost_response_mode", "error_502", "error_504", "held", "held_seconds"):
         v = getattr(a, k)
         if v is not None:
             fl[k] = v
+    if a.retry_after:
+        lo, _, hi = a.retry_after.partition("-")
+        fl["retry_after_min"], fl["retry_after_max"] = float(lo), float(hi or lo)
+    for o in OPCO_CODES:
+        opco_settings(cfg, o)      # an invalid (per-OPCO) profile stops here
     if a.fault_seed is not None:
         fl["seed"] = a.fault_seed
     for k, attr in (("methods", "fault_methods"), ("routes", "fault_routes"), ("opcos", "fault_opcos")):
@@ -79,7 +105,11 @@ def build_config(a) -> dict:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    cfg = build_config(a)
+    try:
+        cfg = build_config(a)
+    except ValueError as exc:
+        print(f"sandbox : configuration invalide : {exc}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from .app import create_app

@@ -19,10 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import schemas
+from . import profiles, schemas
 from .config import (OPCO_CODES, OpcoSettings, build_keys, deep_merge, load_capabilities, load_config,
                      load_idcc, opco_settings)
-from .faults import FaultLayer, Faults, TokenBucket
+from .faults import FaultLayer, Faults, TokenBucket, route_of
+from .profiles import J, Profile, dumps  # noqa: F401  (J, dumps re-exported to introspection)
 from .store import US, NotFound, Rejected, Store, iso, to_us
 from .validation import (RE_NI, validate_certificat, validate_convention, validate_dossier,
                          validate_facture, validate_rupture)
@@ -33,14 +34,6 @@ DOC_TYPES = ("CONVENTION_FORMATION", "CERFA_SIGNE", "AUTRE")
 OpcoCode = enum.Enum("OpcoCode", {c: c for c in OPCO_CODES}, type=str)
 
 
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
-
-
-def J(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(dumps(obj), status_code=status, media_type="application/json", headers=headers)
-
-
 class ApiError(Exception):
     def __init__(self, status: int, code: str, champ: str | None, message: str,
                  headers: dict | None = None, errors: list | None = None):
@@ -48,10 +41,6 @@ class ApiError(Exception):
         self.status = status
         self.errors = errors or [{"code": code, "champ": champ, "message": message}]
         self.headers = headers
-
-
-def err(status: int, errors: list, headers: dict | None = None) -> Response:
-    return J({"erreurs": errors}, status, headers)
 
 
 class Sandbox:
@@ -64,11 +53,13 @@ class Sandbox:
         self.store = Store(db_path or cfg["db"])
         self.buckets = TokenBucket()
         self.faults = Faults(cfg["faults"])
+        self.html200 = profiles.Html200()
         self.apply(cfg)
 
     def apply(self, cfg: dict, faults_changed: bool = True) -> None:
+        settings = {o: opco_settings(cfg, o) for o in self.caps}   # ValueError before any change
         self.cfg = cfg
-        self.settings: dict[str, OpcoSettings] = {o: opco_settings(cfg, o) for o in self.caps}
+        self.settings: dict[str, OpcoSettings] = settings
         self.keys = build_keys(cfg.get("keys") or [], dt.date.today())
         clients = (cfg.get("oauth2") or {}).get("clients") or {}
         self.oauth_clients = {o: {str(c["client_id"]): str(c["client_secret"]) for c in (lst or [])}
@@ -76,7 +67,23 @@ class Sandbox:
         self.token_lifetime_us = int(float((cfg.get("oauth2") or {}).get("token_lifetime_seconds", 3600)) * US)
         if faults_changed:
             self.faults.configure(cfg["faults"])
+        po = cfg.get("profile_options") or {}
+        self.html200.configure(float(po.get("html_200_share", 0.02)), int(po.get("seed", 4321)))
         self.buckets.clear()
+
+    # ---- response-shape profiles ---------------------------------------------------
+    def profile(self, opco: str | None) -> Profile:
+        s = self.settings.get(opco) if opco else None
+        return s.profile if s is not None else Profile()
+
+    def error_response(self, path: str, status: int, errors: list, headers: dict | None = None) -> Response:
+        """Every error answer: in the profile of the OPCO named by the path (strict elsewhere)."""
+        opco, route = route_of("GET", path)
+        prof = self.profile(opco) if route != "oauth_token" else Profile()
+        return profiles.render_error(prof, status, errors, headers)
+
+    def ok(self, opco: str, route: str, obj: Any, status: int = 200) -> Response:
+        return profiles.render_ok(self.profile(opco), route, obj, status)
 
     def patch(self, changes: dict) -> None:
         self.apply(deep_merge(self.cfg, changes), faults_changed="faults" in changes)
@@ -186,6 +193,20 @@ def check_ni(value: str | None, champ: str) -> str:
     return value
 
 
+def base_url(request: Request) -> str:
+    """scheme://host[:port] as the client called it (for absolute next links)."""
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def paging(prof: Profile, request: Request, s: OpcoSettings, paged: bool = True) -> profiles.Paging:
+    try:
+        return profiles.read_paging(prof, request.query_params, default=s.page_default, maximum=s.page_max,
+                                    now=request.app.state.sandbox.store.now(), parse_int=parse_page,
+                                    parse_time=parse_time, paged=paged)
+    except ValueError as exc:   # an unreadable cursor (ApiError passes through)
+        raise ApiError(400, "CURSEUR_INVALIDE", "curseur", str(exc))
+
+
 def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any, Sandbox]:
     """Returns (asgi_app, sandbox): the FastAPI app wrapped by the fault layer."""
     cfg = cfg or load_config(None)
@@ -215,7 +236,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
-        return err(exc.status, exc.errors, exc.headers)
+        return sb.error_response(request.url.path, exc.status, exc.errors, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request, exc: RequestValidationError):
@@ -228,13 +249,14 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
                            "message": str(e.get("msg", "paramètre invalide"))[:300]})
         if status == 404:
             errors = [{"code": "OPCO_INCONNU", "champ": None, "message": "OPCO inconnu de la sandbox"}]
-        return err(status, errors)
+        return sb.error_response(request.url.path, status, errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
         code = {404: "ROUTE_INCONNUE", 405: "METHODE_NON_AUTORISEE"}.get(exc.status_code, "ERREUR_HTTP")
-        return err(exc.status_code, [{"code": code, "champ": None, "message": str(exc.detail)}],
-                   getattr(exc, "headers", None))
+        return sb.error_response(request.url.path, exc.status_code,
+                                 [{"code": code, "champ": None, "message": str(exc.detail)}],
+                                 getattr(exc, "headers", None))
 
     hdr_params = schemas.header_parameters()
 
@@ -253,8 +275,8 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
     async def status(request: Request, opco: OpcoCode):
         o = opco.value
         sb.gate(request, o, "status")
-        return J({"status": "OK", "opco": o, "nom": sb.caps[o]["name"], "api": "ApiEchangeCFA",
-                  "date": iso(sb.store.now())})
+        return sb.ok(o, "status", {"status": "OK", "opco": o, "nom": sb.caps[o]["name"], "api": "ApiEchangeCFA",
+                                   "date": iso(sb.store.now())})
 
     @api("GET", "/v2/cfakeyinfo", "cfakeyinfo", "Key check for a SIREN")
     async def cfakeyinfo(request: Request, opco: OpcoCode, siren: str | None = Query(None)):
@@ -285,7 +307,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
                                                        sb.opco_names, raw if len(raw) < 200_000 else None)
         except Rejected as r:
             raise ApiError(r.status, "", None, "", errors=r.errors)
-        return J(out, status_code)
+        return sb.ok(o, route, out, status_code)
 
     @api("POST", "/v1/dossiers", "dossiers_v1", "Send a dossier (v1)", body=schemas.body(schemas.DOSSIER))
     async def dossiers_v1(request: Request, opco: OpcoCode):
@@ -303,7 +325,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         row = sb.store.find_dossier(o, ki.siren, ni)
         if row is None:
             raise ApiError(404, "DOSSIER_INCONNU", "numeroInterne", f"dossier {ni} inconnu pour ce SIREN")
-        return J(sb.store.full_dossier(row, sb.store.now()))
+        return sb.ok(o, "dossier_read_v2", sb.store.full_dossier(row, sb.store.now()))
 
     @api("GET", "/v1/dossiers/liste", "liste_v1", "States of listed dossiers (at most 100)")
     async def liste(request: Request, opco: OpcoCode, numerosInternes: str | None = Query(None)):
@@ -317,7 +339,12 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         for ni in nis:
             check_ni(ni, "numerosInternes")
         found, missing = sb.store.liste(o, ki.siren, nis)
-        return J({"dossiers": found, "inconnus": missing})
+        prof = sb.profile(o)
+        if not prof:
+            return J({"dossiers": found, "inconnus": missing})
+        return profiles.render_list(prof, "liste_v1", found, len(found), profiles.Paging(0, None),
+                                    url=request.url.path, base_url=base_url(request),
+                                    extra={"inconnus": missing})
 
     @api("GET", "/v2/dossiers/etats", "etats_v2", "Paged states, optionally in a state-change window")
     async def etats(request: Request, opco: OpcoCode, numeroPage: str | None = Query(None),
@@ -325,11 +352,17 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
                     dateFin: str | None = Query(None)):
         o = opco.value
         ki, s = sb.gate(request, o, "etats_v2")
-        page = parse_page(numeroPage, "numeroPage", 1, 1, 10_000_000)
-        size = parse_page(taillePage, "taillePage", s.page_default, 1, s.page_max)
-        debut = parse_time(dateDebut, "dateDebut")
-        fin = parse_time(dateFin, "dateFin")
-        return J(sb.store.etats(o, ki.siren, page, size, debut, fin))
+        prof = sb.profile(o)
+        if not prof:
+            page = parse_page(numeroPage, "numeroPage", 1, 1, 10_000_000)
+            size = parse_page(taillePage, "taillePage", s.page_default, 1, s.page_max)
+            debut = parse_time(dateDebut, "dateDebut")
+            fin = parse_time(dateFin, "dateFin")
+            return J(sb.store.etats(o, ki.siren, page, size, debut, fin))
+        pg = paging(prof, request, s)
+        total, items = sb.store.etats_slice(o, ki.siren, pg.offset, pg.limit, pg.debut, pg.fin)
+        return profiles.render_list(prof, "etats_v2", items, total, pg, url=request.url.path,
+                                    base_url=base_url(request))
 
     @api("POST", "/v1/documents", "documents_v1", "Attach a document (multipart)", body=schemas.DOCUMENT_BODY)
     async def documents(request: Request, opco: OpcoCode):
@@ -382,7 +415,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
                                         f.content_type or "application/octet-stream", data, s)
         except NotFound as nf:
             raise ApiError(404, "DOSSIER_INCONNU", nf.args[0], nf.args[1])
-        return J(out, 201)
+        return sb.ok(o, "documents_v1", out, 201)
 
     async def json_route(request: Request, o: str, route: str, validator):
         ki, s = sb.gate(request, o, route)
@@ -397,7 +430,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         o = opco.value
         ki, s, body, facts = await json_route(request, o, "conventions_v1", validate_convention)
         try:
-            return J(sb.store.add_convention(o, ki.siren, body, facts, s), 201)
+            return sb.ok(o, "conventions_v1", sb.store.add_convention(o, ki.siren, body, facts, s), 201)
         except NotFound as nf:
             raise ApiError(404, "DOSSIER_INCONNU", nf.args[0], nf.args[1])
         except Rejected as r:
@@ -409,7 +442,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         o = opco.value
         ki, s, body, facts = await json_route(request, o, "certificats_v2", validate_certificat)
         try:
-            return J(sb.store.add_certificat(o, ki.siren, body, facts), 201)
+            return sb.ok(o, "certificats_v2", sb.store.add_certificat(o, ki.siren, body, facts), 201)
         except NotFound as nf:
             raise ApiError(404, "DOSSIER_INCONNU", nf.args[0], nf.args[1])
 
@@ -423,17 +456,24 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
             raise ApiError(404, "DOSSIER_INCONNU", nf.args[0], nf.args[1])
         except Rejected as r:
             raise ApiError(r.status, "", None, "", errors=r.errors)
-        return J(out, code)
+        return sb.ok(o, "factures_v1", out, code)
 
     @api("GET", "/v2/factures/etats", "factures_etats_v2", "Invoice states")
     async def factures_etats(request: Request, opco: OpcoCode, numeroInterneFacture: str | None = Query(None),
                              dateDebut: str | None = Query(None), dateFin: str | None = Query(None)):
         o = opco.value
-        ki, _ = sb.gate(request, o, "factures_etats_v2")
+        ki, s = sb.gate(request, o, "factures_etats_v2")
         nif = check_ni(numeroInterneFacture, "numeroInterneFacture") if numeroInterneFacture else None
-        out = sb.store.factures_etats(o, ki.siren, nif, parse_time(dateDebut, "dateDebut"),
-                                      parse_time(dateFin, "dateFin"))
-        return J({"factures": out, "count": len(out)})
+        prof = sb.profile(o)
+        if not prof:
+            out = sb.store.factures_etats(o, ki.siren, nif, parse_time(dateDebut, "dateDebut"),
+                                          parse_time(dateFin, "dateFin"))
+            return J({"factures": out, "count": len(out)})
+        pg = paging(prof, request, s, paged=False)
+        out = sb.store.factures_etats(o, ki.siren, nif, pg.debut, pg.fin)
+        chunk = out[pg.offset:pg.offset + pg.limit] if pg.limit is not None else out
+        return profiles.render_list(prof, "factures_etats_v2", chunk, len(out), pg, url=request.url.path,
+                                    base_url=base_url(request))
 
     @api("POST", "/v2/dossiers/rupture/employeur", "rupture_v2", "Early termination of a contract",
          body=schemas.body(schemas.RUPTURE))
@@ -441,7 +481,7 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         o = opco.value
         ki, s, body, facts = await json_route(request, o, "rupture_v2", validate_rupture)
         try:
-            return J(sb.store.rupture(o, ki.siren, body, facts))
+            return sb.ok(o, "rupture_v2", sb.store.rupture(o, ki.siren, body, facts))
         except NotFound as nf:
             raise ApiError(404, "DOSSIER_INCONNU", nf.args[0], nf.args[1])
         except Rejected as r:

@@ -16,6 +16,9 @@ import yaml
 from cfa_opco.providers.opco.capabilities import CAPABILITIES_FILE as CAPABILITIES_YAML
 from cfa_opco.providers.opco.norm import OPCO_CODES  # noqa: F401  (re-exported)
 
+from .faults import with_preset
+from .profiles import parse_profile
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 REFERENCE_DIR = PACKAGE_DIR.parent / "reference"
 CAPABILITIES_FILE = CAPABILITIES_YAML
@@ -44,12 +47,17 @@ DEFAULTS: dict[str, Any] = {
         "error_503": 0.0, "error_429": 0.0, "latency_ms": 0.0, "latency_jitter_ms": 0.0,
         "hang": 0.0, "hang_seconds": 30.0, "drop": 0.0,
         "lost_response": 0.0, "lost_response_mode": "503",
+        "error_502": 0.0, "error_504": 0.0, "held": 0.0, "held_seconds": 35.0,
+        "retry_after_min": 1, "retry_after_max": 1, "preset": None,
     },
+    # response-shape profile (cfa_opco.sandbox.profiles), global; per OPCO in opcos.<opco>.profile
+    "profile": "strict",
+    "profile_options": {"html_200_share": 0.02, "seed": 4321},
     # per-OPCO overrides of: idempotency, page_size, rate_limit, delays, instruction
     "opcos": {},
 }
 
-PER_OPCO_KEYS = ("idempotency", "page_size", "rate_limit", "delays", "instruction")
+PER_OPCO_KEYS = ("idempotency", "page_size", "rate_limit", "delays", "instruction", "profile")
 
 
 def deep_merge(base: dict, extra: dict | None) -> dict:
@@ -68,7 +76,13 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
     cfg = deep_merge(DEFAULTS, data)
-    return deep_merge(cfg, overrides)
+    cfg = deep_merge(cfg, overrides)
+    preset = (cfg.get("faults") or {}).get("preset")
+    if preset:   # the preset's values, then the keys written next to it (file, then overrides)
+        explicit = {k: v for src in (data.get("faults"), (overrides or {}).get("faults")) for k, v in (src or {}).items()
+                    if k != "preset"}
+        cfg["faults"] = with_preset(cfg["faults"], preset, explicit)
+    return cfg
 
 
 def load_capabilities(path: str | Path | None = None) -> dict[str, dict]:
@@ -137,6 +151,7 @@ class OpcoSettings:
     age_max: int
     npec_default: float | None
     npec_rncp: dict
+    profile: frozenset = frozenset()
 
 
 def opco_settings(cfg: dict, opco: str) -> OpcoSettings:
@@ -163,6 +178,7 @@ def opco_settings(cfg: dict, opco: str) -> OpcoSettings:
         age_max=int(eff["instruction"].get("age_max", 29)),
         npec_default=None if npec_default is None else float(npec_default),
         npec_rncp=dict(npec_opco.get("rncp") or {}),
+        profile=parse_profile(eff.get("profile")),
     )
 
 

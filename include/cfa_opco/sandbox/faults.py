@@ -9,6 +9,8 @@ import random
 import time
 from typing import Any
 
+from . import profiles
+
 API_ROUTES = {
     ("GET", "v1/status"): "status",
     ("GET", "v2/cfakeyinfo"): "cfakeyinfo",
@@ -25,7 +27,33 @@ API_ROUTES = {
     ("POST", "v2/dossiers/rupture/employeur"): "rupture_v2",
 }
 
-FAULT_KINDS = ("error_503", "error_429", "drop", "hang", "lost_response")
+# drawn in this order from one RNG (new kinds appended: a seed keeps its old draws)
+FAULT_KINDS = ("error_503", "error_429", "drop", "hang", "lost_response", "error_502", "error_504", "held")
+
+_OFF = {k: 0.0 for k in FAULT_KINDS}
+_OFF.update(lost_response_mode="503", retry_after_min=1, retry_after_max=1, held_seconds=35.0)
+# named fault mixes: every share and mode, so that switching preset leaves nothing behind
+PRESETS: dict[str, dict] = {
+    "off": dict(_OFF),
+    # some 503/429 and a rare lost answer (processed, then 503)
+    "light": dict(_OFF, error_503=0.05, error_429=0.05, lost_response=0.01),
+    # issue 10: ~15 % 503, 15 % 429 with Retry-After 1-2 s, 3 % answers held 35 s after the
+    # write, 2 % connections dropped after the write
+    "heavy": dict(_OFF, error_503=0.15, error_429=0.15, retry_after_min=1, retry_after_max=2,
+                  held=0.03, held_seconds=35.0, lost_response=0.02, lost_response_mode="drop"),
+}
+
+
+def with_preset(faults: dict, preset: str, explicit: dict | None = None) -> dict:
+    """``faults`` with the preset's shares and modes, then ``explicit`` keys on top
+    (filters such as methods/routes/opcos and the seed are kept unless given)."""
+    if preset not in PRESETS:
+        raise ValueError(f"préréglage de fautes inconnu : {preset!r} ; valeurs possibles : {', '.join(PRESETS)}")
+    out = dict(faults)
+    out.update(PRESETS[preset])
+    out.update(explicit or {})
+    out["preset"] = preset
+    return out
 
 
 def route_of(method: str, path: str) -> tuple[str | None, str | None]:
@@ -56,6 +84,10 @@ class Faults:
         self.jitter = float(spec.get("latency_jitter_ms") or 0.0) / 1000.0
         self.hang_seconds = float(spec.get("hang_seconds") or 30.0)
         self.lost_mode = str(spec.get("lost_response_mode", "503"))
+        self.held_seconds = float(spec.get("held_seconds") or 35.0)
+        lo = float(spec.get("retry_after_min") or 1)
+        hi = float(spec.get("retry_after_max") or lo)
+        self.retry_after_range = (min(lo, hi), max(lo, hi))
         self.active = any(p > 0 for _, p in self.p) or self.latency > 0 or self.jitter > 0
 
     def applies(self, method: str, opco: str | None, route: str | None) -> bool:
@@ -78,6 +110,17 @@ class Faults:
             if u < acc:
                 return kind, delay
         return None, delay
+
+
+    def retry_after(self) -> str:
+        """Retry-After of an injected 429/503: whole seconds when the range's ends are whole
+        (``1``-``2`` -> "1" or "2"), else a decimal number of seconds."""
+        lo, hi = self.retry_after_range
+        if lo == hi:
+            return f"{lo:g}"
+        if lo.is_integer() and hi.is_integer():
+            return str(self.rng.randint(int(lo), int(hi)))
+        return f"{self.rng.uniform(lo, hi):.3f}"
 
 
 class TokenBucket:
@@ -107,17 +150,6 @@ class TokenBucket:
 
     def clear(self) -> None:
         self.buckets.clear()
-
-
-def _error_body(code: str, message: str) -> bytes:
-    return json.dumps({"erreurs": [{"code": code, "champ": None, "message": message}]},
-                      ensure_ascii=False).encode("utf-8")
-
-
-async def _send_simple(send, status: int, body: bytes, extra: list | None = None) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _abort(send) -> bool:
@@ -154,32 +186,40 @@ class FaultLayer:
             await _send(message)
 
         faults: Faults = self.sb.faults
+        prof = self.sb.profile(opco)
+
+        async def error(status: int, code: str, message: str, retry_after: str | None = None):
+            resp = profiles.render_error(prof, status, [{"code": code, "champ": None, "message": message}],
+                                         {"Retry-After": retry_after} if retry_after else None)
+            await resp(scope, receive, counting_send)
+
         if faults.applies(method, opco, route):
             kind, delay = faults.draw()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if kind is not None:
+                store.bump(opco, "fault", kind)
             if kind == "error_503":
-                store.bump(opco, "fault", kind)
-                return await _send_simple(counting_send, 503, _error_body(
-                    "SERVICE_INDISPONIBLE", "service momentanément indisponible (sandbox: faute injectée)"),
-                    [(b"retry-after", b"1")])
+                return await error(503, "SERVICE_INDISPONIBLE",
+                                   "service momentanément indisponible (sandbox: faute injectée)", faults.retry_after())
             if kind == "error_429":
-                store.bump(opco, "fault", kind)
-                return await _send_simple(counting_send, 429, _error_body(
-                    "TROP_DE_REQUETES", "trop de requêtes (sandbox: faute injectée)"), [(b"retry-after", b"1")])
+                return await error(429, "TROP_DE_REQUETES", "trop de requêtes (sandbox: faute injectée)",
+                                   faults.retry_after())
+            if kind == "error_502":
+                return await error(502, "PASSERELLE_EN_ERREUR", "passerelle en erreur (sandbox: faute injectée)")
+            if kind == "error_504":
+                return await error(504, "PASSERELLE_DELAI_DEPASSE",
+                                   "délai de la passerelle dépassé (sandbox: faute injectée)")
             if kind == "drop":
-                store.bump(opco, "fault", kind)
                 if _abort(send):
                     return None
                 raise ConnectionAbortedError("sandbox drop")
             if kind == "hang":
-                store.bump(opco, "fault", kind)
                 await asyncio.sleep(faults.hang_seconds)
                 if not _abort(send):
                     raise ConnectionAbortedError("sandbox hang")
                 return None
             if kind == "lost_response":
-                store.bump(opco, "fault", kind)
                 started = {}
 
                 async def swallow(message):
@@ -190,6 +230,26 @@ class FaultLayer:
                 store.bump(opco, "lost", str(started.get("status")))
                 if faults.lost_mode == "drop" and _abort(send):
                     return None
-                return await _send_simple(counting_send, 503, _error_body(
-                    "SERVICE_INDISPONIBLE", "service momentanément indisponible"), [(b"retry-after", b"1")])
+                return await error(503, "SERVICE_INDISPONIBLE", "service momentanément indisponible",
+                                   faults.retry_after())
+            if kind == "held":
+                held: list = []
+
+                async def keep(message):
+                    held.append(message)
+
+                await self.app(scope, receive, keep)      # processed (the write is committed) ...
+                store.bump(opco, "held", str(next((m["status"] for m in held
+                                                   if m["type"] == "http.response.start"), None)))
+                await asyncio.sleep(faults.held_seconds)  # ... and only then answered
+                try:
+                    for m in held:
+                        await counting_send(m)
+                except Exception:  # the client gave up: nothing to answer to
+                    pass
+                return None
+        if route is not None and prof and "html_gateway" in prof and method == "GET" \
+                and route != "oauth_token" and self.sb.html200.draw():
+            store.bump(opco, "profile", "html_200")
+            return await profiles.html_200()(scope, receive, counting_send)
         return await self.app(scope, receive, counting_send)

@@ -1,11 +1,14 @@
 """Test-only routes under /_sandbox (excluded from the OpenAPI schema)."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 
 from fastapi import APIRouter, Request
 
+from .faults import FAULT_KINDS, with_preset
+from .profiles import PROFILES, parse_profile, profile_name
 from .store import US, iso
 
 
@@ -42,10 +45,15 @@ def add_introspection(app, sb) -> None:
         return {"dossiers_created": g("created", "dossiers"), "dossiers_seeded": g("created", "seeded"),
                 "duplicates_prevented": g("dup", "same_content") + g("dup", "conflict"),
                 "duplicates_same_content": g("dup", "same_content"), "conflicts_409": g("dup", "conflict"),
+                "duplicates_created": g("dup", "created"),
+                "profile": profile_name(sb.profile(o)),
                 "requests_by_status": {k: v for (oo, kind, k), v in st.items() if oo == o and kind == "status"},
                 "faults_injected": {k: v for (oo, kind, k), v in st.items() if oo == o and kind == "fault"},
                 "lost_responses_by_real_status": {k: v for (oo, kind, k), v in st.items()
-                                                  if oo == o and kind == "lost"}}
+                                                  if oo == o and kind == "lost"},
+                "held_responses_by_real_status": {k: v for (oo, kind, k), v in st.items()
+                                                  if oo == o and kind == "held"},
+                "html_200_pages": g("profile", "html_200")}
 
     @r.get("/stats")
     async def stats(opco: str | None = None):
@@ -75,11 +83,21 @@ def add_introspection(app, sb) -> None:
     @r.patch("/faults")
     async def faults_set(request: Request):
         data = await body_of(request)
+        base = sb.cfg["faults"]
         if request.method == "PUT":
             from .config import DEFAULTS
             base = dict(DEFAULTS["faults"], seed=sb.cfg["faults"].get("seed", 1234))
-            sb.cfg = dict(sb.cfg, faults=base)
-        sb.patch({"faults": data})
+        if data.get("preset"):
+            try:
+                new = with_preset(base, data["preset"], {k: v for k, v in data.items() if k != "preset"})
+            except ValueError as exc:
+                raise ApiError(400, "PRESET_INCONNU", "preset", str(exc))
+        else:
+            new = dict(base, **data)
+            if request.method == "PATCH" and any(k in FAULT_KINDS for k in data):
+                new["preset"] = None   # the mix is no longer the named preset
+        sb.cfg = dict(sb.cfg, faults=new)
+        sb.faults.configure(new)
         return J(sb.cfg["faults"])
 
     @r.delete("/faults")
@@ -88,6 +106,57 @@ def add_introspection(app, sb) -> None:
         sb.cfg = dict(sb.cfg, faults=dict(DEFAULTS["faults"], seed=sb.cfg["faults"].get("seed", 1234)))
         sb.faults.configure(sb.cfg["faults"])
         return J(sb.cfg["faults"])
+
+    # ---- response-shape profiles --------------------------------------------------
+    def profiles_view() -> dict:
+        return {"profile": profile_name(parse_profile(sb.cfg.get("profile"))),
+                "opcos": {o: profile_name(sb.profile(o)) for o in sorted(sb.caps)},
+                "profiles": list(PROFILES)}
+
+    def checked(data: dict) -> str:
+        if "profile" not in data:
+            raise ApiError(400, "OBLIGATOIRE", "profile", 'corps {"profile": "<nom>[+<nom>...]"} attendu')
+        try:
+            return profile_name(parse_profile(data["profile"]))
+        except ValueError as exc:
+            raise ApiError(400, "PROFIL_INVALIDE", "profile", str(exc))
+
+    @r.get("/profiles")
+    async def profiles_get():
+        return J(profiles_view())
+
+    @r.put("/profiles")
+    async def profiles_set(request: Request):
+        """The global profile; per-OPCO profiles are cleared unless given in "opcos"."""
+        data = await body_of(request)
+        name = checked(data)
+        per = data.get("opcos") or {}
+        if not isinstance(per, dict):
+            raise ApiError(400, "TYPE", "opcos", "objet {opco: profil} attendu")
+        per = {opco_arg(o): checked({"profile": v}) for o, v in per.items()}
+        cfg = copy.deepcopy(sb.cfg)
+        cfg["profile"] = name
+        for o, oc in (cfg.get("opcos") or {}).items():
+            if isinstance(oc, dict):
+                oc.pop("profile", None)
+        for o, v in per.items():
+            cfg.setdefault("opcos", {}).setdefault(o, {})["profile"] = v
+        sb.apply(cfg, faults_changed=False)
+        return J(profiles_view())
+
+    @r.put("/profiles/{opco}")
+    async def profile_set(opco: str, request: Request):
+        """One OPCO's profile; {"profile": null} falls back to the global one."""
+        o = opco_arg(opco)
+        data = await body_of(request)
+        cfg = copy.deepcopy(sb.cfg)
+        oc = cfg.setdefault("opcos", {}).setdefault(o, {})
+        if data.get("profile", "") is None:
+            oc.pop("profile", None)
+        else:
+            oc["profile"] = checked(data)
+        sb.apply(cfg, faults_changed=False)
+        return J(profiles_view())
 
     @r.get("/settings")
     async def settings_get():

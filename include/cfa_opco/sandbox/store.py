@@ -367,6 +367,11 @@ class Store:
                 plan.append(("REFUSE", t1 + s.d_decision_us))
             elif not requires:
                 plan.append(("ENGAGE", t1 + s.d_decision_us))
+            # a second dossier for the same (OPCO, SIREN, numeroInterne): an exactly-once violation
+            # (only possible with idempotency off, the sandbox's stand-in for an OPCO that does not dedupe)
+            dup = not s.idempotency and self.db.execute(
+                "SELECT 1 FROM dossiers WHERE opco=? AND siren=? AND numero_interne=? LIMIT 1",
+                (opco, siren, ni)).fetchone() is not None
             did = self.next_id
             deca = make_deca(payload, did)
             ext = f"{opco.upper()}-{did:09d}"
@@ -386,6 +391,8 @@ class Store:
                 raise
             self.next_id = did + 1
             self.bump(opco, "created", "dossiers")
+            if dup:
+                self.bump(opco, "dup", "created")
             return 201, {"numeroInterne": ni, "numeroExterne": ext, "numeroDeca": deca,
                          "etat": "TRANSMIS", "dateEtat": iso(t0)}
 
@@ -486,12 +493,19 @@ class Store:
 
     def etats(self, opco: str, siren: str, page: int, size: int,
               debut: int | None, fin: int | None) -> dict:
+        total, items = self.etats_slice(opco, siren, (page - 1) * size, size, debut, fin)
+        return {"total": total, "count": len(items), "page": page, "taillePage": size,
+                "EtatDossierResult": items}
+
+    def etats_slice(self, opco: str, siren: str, offset: int, limit: int,
+                    debut: int | None, fin: int | None) -> tuple[int, list[dict]]:
+        """(total, the state items [offset, offset + limit)) of the window, in list order."""
         now = self.now()
         lo = debut if debut is not None else -INF
         if lo >= min(fin if fin is not None else INF, now + 1):
-            return {"total": 0, "count": 0, "page": page, "taillePage": size, "EtatDossierResult": []}
+            return 0, []
         keys = self._window(opco, siren, lo, fin, now)
-        chunk = keys[(page - 1) * size: page * size]
+        chunk = keys[offset: offset + limit]
         items = []
         if chunk:
             ids = [k[2] for k in chunk]
@@ -502,8 +516,7 @@ class Store:
                                          f"({','.join('?' * len(part))})", part):
                     by_id[r[0]] = r
             items = [self.status_item(by_id[did], etat, t) for t, _ni, did, etat in chunk]
-        return {"total": len(keys), "count": len(items), "page": page, "taillePage": size,
-                "EtatDossierResult": items}
+        return len(keys), items
 
     # ---- completion: documents and conventions ----------------------------------
     def _complete(self, row, s: OpcoSettings, now: int) -> None:

@@ -152,6 +152,31 @@ class SandboxServer:
         """Replace the fault profile (unspecified shares are 0)."""
         return self._j("PUT", "/faults", json=faults)
 
+    def set_fault_preset(self, name: str, **overrides: Any) -> dict:
+        """Replace the fault mix by a preset (``off``, ``light``, ``heavy``), ``overrides``
+        (e.g. ``held_seconds=3``, ``methods=["POST"]``) on top."""
+        return self._j("PUT", "/faults", json={**overrides, "preset": name})
+
+    def set_profile(self, opco: str | None, name: str | None) -> dict:
+        """Response-shape profile (``"bare_lists+html_gateway"``...). ``opco`` None: the
+        global profile (per-OPCO profiles are cleared); else that OPCO's (``name`` None:
+        back to the global one)."""
+        if opco is None:
+            return self._j("PUT", "/profiles", json={"profile": name or "strict"})
+        return self._j("PUT", f"/profiles/{opco}", json={"profile": name})
+
+    def profiles(self) -> dict:
+        """{profile: global, opcos: {opco: effective}, profiles: [names]}"""
+        return self._j("GET", "/profiles")
+
+    def duplicates_created(self, opco: str | None = None) -> int:
+        """Dossiers created a second time for the same (OPCO, SIREN, numeroInterne): the
+        exactly-once violations, for one OPCO or all."""
+        st = self.stats(opco)
+        if opco:
+            return int(st["duplicates_created"])
+        return sum(int(v["duplicates_created"]) for v in st.values())
+
     def clear_faults(self) -> dict:
         return self._j("DELETE", "/faults")
 
