@@ -111,10 +111,13 @@ def cfa_opco_daily():
         with TaskGroup(group_id=f"opco_{code}"):
             share = batches.override(task_id="batches")(code)
             planned >> share
-            transmits.append(OpcoTransmitOperator.partial(task_id="transmit", pool=f"opco_{code}")
+            transmits.append(OpcoTransmitOperator.partial(task_id="transmit", pool=f"opco_{code}",
+                                                          transmit="cfa_opco.opco_tasks.transmit")
                              .expand(batch=share))
     wait = OpcoDecisionSensor(
         task_id="wait_for_decisions",
+        check="cfa_opco.opco_tasks.check_decisions",
+        proof_sink="cfa_opco.proofs.ProofRecorder",   # the trigger's exchanges are proofs too
         run_id="{{ run_id }}",
         deadline="{{ params.decision_deadline_minutes * 60 }}",
         trigger_rule="all_done",

@@ -360,7 +360,7 @@ def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, w
     recorder = None
     if hook_factory is None:
         from cfa_opco.providers.opco.hooks.opco import OpcoHook
-        from cfa_opco.providers.opco.proofs import ProofRecorder
+        from cfa_opco.proofs import ProofRecorder
 
         recorder = ProofRecorder(connector) if record_proofs else None
 
@@ -521,7 +521,7 @@ def key_warnings(connector: str, days: int = 30, conn_ids: list[str] | None = No
         conn_ids = conn_ids or known_connections(connector)
     if hook_factory is None:
         from cfa_opco.providers.opco.hooks.opco import OpcoHook
-        from cfa_opco.providers.opco.proofs import ProofRecorder
+        from cfa_opco.proofs import ProofRecorder
 
         recorder = ProofRecorder(connector)
 

@@ -483,7 +483,7 @@ class BatchTransmitter:
         self.key_pause_after, self.only_in_doubt = key_pause_after, only_in_doubt
         if hook is None:
             from cfa_opco.providers.opco.hooks.opco import OpcoHook
-            from cfa_opco.providers.opco.proofs import ProofRecorder
+            from cfa_opco.proofs import ProofRecorder
 
             if self.recorder is None and not dry_run:
                 self.recorder = ProofRecorder(connector)

@@ -12,8 +12,8 @@ import pytest
 
 from cfa_opco.providers.opco.exceptions import OpcoUnavailable
 from cfa_opco.providers.opco.hooks.opco import OpcoHook
-from cfa_opco.providers.opco.proofs import (ExchangeRecord, ProofRecorder, canonical_json, export_proof_bundle,
-                                            sha256_hex)
+from cfa_opco.providers.opco.canonical import canonical_json, sha256_hex
+from cfa_opco.proofs import ExchangeRecord, ProofRecorder, export_proof_bundle
 from cfa_opco.sandbox.seed import sample_dossier
 
 from tests.helpers import SIREN, SOFTWARE, rows
@@ -105,7 +105,7 @@ def test_export_bundle_and_cli(opco_conn, sandbox, connector_dsn, tmp_path):
     text = json.dumps(b)
     assert "207036938812344" not in text                                  # no NIR without --with-payload
     out = tmp_path / "bundle.json"
-    proc = subprocess.run([sys.executable, "-m", "cfa_opco.providers.opco.proofs", "export", "BUNDLE-1",
+    proc = subprocess.run([sys.executable, "-m", "cfa_opco.proofs", "export", "BUNDLE-1",
                            "--connector", connector_dsn, "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["numero_interne"] == "BUNDLE-1"

@@ -95,6 +95,7 @@ def run_with_two_dossiers(opco_conn, sandbox, connector_dsn):
 def sensor(dsn, **kw) -> OpcoDecisionSensor:
     kw.setdefault("deadline", timedelta(hours=1))
     kw.setdefault("lag_seconds", 0)
+    kw.setdefault("check", "cfa_opco.opco_tasks.check_decisions")
     return OpcoDecisionSensor(task_id="wait_decisions", run_id="run-S", connector_conn_id=dsn, software=SOFTWARE, **kw)
 
 

@@ -7,56 +7,14 @@ same code runs in both worlds and COPY stays available.
 from __future__ import annotations
 
 import contextlib
-import threading
 from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions
 
 
-_CACHE: dict[str, object] = {}
-_CACHE_LOCK = threading.Lock()
-_CACHE_USERS = 0
-
-
-@contextlib.contextmanager
-def cached_connections() -> Iterator[None]:
-    """Within the block, Airflow connections looked up once are served from memory.
-
-    Inside a task the Task SDK fetches connections through its supervisor, which worker
-    threads cannot reach: a task looks its connections up in its main thread within this
-    block, and the threads it starts there are served from the cache. Nothing outlives
-    the block (a rotated key is read afresh by the next task)."""
-    global _CACHE_USERS
-    with _CACHE_LOCK:
-        _CACHE_USERS += 1
-    try:
-        yield
-    finally:
-        with _CACHE_LOCK:
-            _CACHE_USERS -= 1
-            if _CACHE_USERS == 0:
-                _CACHE.clear()
-
-
-def airflow_connection(conn_id: str):
-    """An Airflow connection (from the cache of an enclosing :func:`cached_connections`)."""
-    with _CACHE_LOCK:
-        if conn_id in _CACHE:
-            return _CACHE[conn_id]
-    from airflow.sdk import BaseHook
-
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except Exception:
-        # outside a task (a command line): the secrets backends and the metadata database
-        from airflow.models.connection import Connection
-
-        conn = Connection.get_connection_from_secrets(conn_id)
-    with _CACHE_LOCK:
-        if _CACHE_USERS:
-            _CACHE[conn_id] = conn
-    return conn
+# one place for the per-task connection cache: the OPCO provider's (it may import nothing of ours)
+from cfa_opco.providers.opco.connections import airflow_connection, cached_connections  # noqa: E402,F401
 
 
 def dsn_for(target: str) -> str:

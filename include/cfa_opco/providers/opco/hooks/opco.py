@@ -33,7 +33,8 @@ from urllib.parse import urlencode, urlsplit
 from airflow.sdk import BaseHook
 
 from ..capabilities import Capabilities
-from ..norm import DEFAULT_SOFTWARE, LISTE_MAX, ROUTES, parse_conn_id
+from ..connections import ConnInfo, airflow_connection, parse_connection
+from ..norm import LISTE_MAX, ROUTES, parse_conn_id
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
 from ..norm import opco_label
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
@@ -155,7 +156,7 @@ class OpcoHook(BaseHook):
     hook_name = "OPCO (API CFA-OPCO)"
 
     def __init__(self, opco_conn_id: str = default_conn_name, *, software: dict | None = None,
-                 timeout: float | tuple = (3.05, 30), max_attempts: int = 6, backoff_base: float = 0.5,
+                 timeout: float | tuple | None = None, max_attempts: int = 6, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, rate_limit_per_second: float | None = None,
                  proof_sink: Callable[[ExchangeRecord], None] | None = None, run_id: str | None = None,
                  max_rate_limited: int | None = None):
@@ -182,45 +183,18 @@ class OpcoHook(BaseHook):
         self._in_keyinfo = threading.local()
 
     # ---- connection -------------------------------------------------------------
-    def _conn_info(self) -> dict:
+    def _conn_info(self) -> ConnInfo:
         if self._info is not None:
             return self._info
         with self._conn_lock:
             if self._info is not None:
                 return self._info
-            from cfa_opco.db.connect import airflow_connection
-
             conn = airflow_connection(self.opco_conn_id)   # cached: threads cannot fetch it
-            extra = conn.extra_dejson or {}
-            host = (conn.host or "").strip()
-            if "://" not in host:
-                scheme = conn.schema or "https"
-                host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
-            base = host.rstrip("/")
-            code = (extra.get("opco") or self.opco_code or "").lower()
-            if not code:
-                raise OpcoError(f"connexion {self.opco_conn_id} : OPCO inconnu (nom attendu opco_<code>_<siren> "
-                                f"ou extra 'opco')")
-            siren = str(extra.get("siren") or self.siren or "") or None
-            if not conn.password:
-                raise OpcoAuthError(code, siren, None, "aucune clé API dans la connexion", conn_id=self.opco_conn_id)
-            rate = self._rate_arg if self._rate_arg is not None else extra.get("rate_limit_per_second")
-            rate = float(rate) if rate not in (None, "", 0, "0") else None
-            sw = dict(DEFAULT_SOFTWARE)
-            for k in sw:
-                if extra.get(k):
-                    sw[k] = str(extra[k])
-            sw.update({k.lower(): str(v) for k, v in (self._software_arg or {}).items() if v})
-            split = urlsplit(base)
-            token_url = extra.get("oauth_token_url")
-            if not token_url and extra.get("oauth_token_path"):
-                token_url = f"{split.scheme}://{split.netloc}{extra['oauth_token_path']}"
-            self.opco_code, self.siren = code, siren
-            self._info = {"base": base, "key": conn.password, "siren": siren, "code": code,
-                          "caps": Capabilities.for_opco(code), "software": sw,
-                          "client_id": extra.get("oauth_client_id"), "client_secret": extra.get("oauth_client_secret"),
-                          "token_url": token_url, "pacer": pacer_for(conn.password, base, rate), "rate": rate,
-                          "proxy": extra.get("proxy") or None}
+            info = parse_connection(conn, self.opco_conn_id, software=self._software_arg, rate=self._rate_arg,
+                                    timeout=self.timeout)
+            info.pacer = pacer_for(info.key, info.base, info.rate)
+            self.opco_code, self.siren = info.code, info.siren
+            self._info = info
             return self._info
 
     @property
@@ -240,7 +214,8 @@ class OpcoHook(BaseHook):
             proxy = self._conn_info()["proxy"]
             with self._conn_lock:
                 if self._transport is None:
-                    self._transport = Transport(self.timeout, proxy=proxy)
+                    info = self._conn_info()
+                    self._transport = Transport((info.connect_timeout, info.read_timeout), proxy=proxy)
         return self._transport
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """OpcoDecisionSensor: waits until the OPCOs decided on every dossier of a run.
 
-Each check syncs the states of the connections holding the run's open dossiers
-(:func:`cfa_opco.followup.sync_states`), then counts what is still pending. Done when
+Each check is the ``check`` callable (or its dotted path, e.g.
+``"cfa_opco.opco_tasks.check_decisions"``): it syncs the states of the connections holding
+the run's open dossiers, then counts what is still pending. Done when
 nothing is; at the run's deadline (DAG run start + ``deadline``) it returns anyway, with the
 pending dossiers reported — it does not fail. Deferrable (default): between checks it
 waits in the triggerer (OpcoStateChangeTrigger), woken as soon as an OPCO reports a change.
@@ -17,6 +18,8 @@ from typing import Any, Callable
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from ..connections import load_path
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -31,13 +34,16 @@ class OpcoDecisionSensor(BaseSensorOperator):
     template_fields = ("run_id", "connector_conn_id", "deadline")
     ui_color = "#fde9c4"
 
-    def __init__(self, *, run_id: str, connector_conn_id: str = "cfa_connector",
+    def __init__(self, *, check: Callable[..., tuple[bool, dict]] | str, run_id: str,
+                 connector_conn_id: str = "cfa_connector", proof_sink: str | None = None,
                  deadline: timedelta = timedelta(hours=8), deferrable: bool = True, poke_interval: float = 30,
                  lag_seconds: float = 2, software: dict | None = None,
                  hook_factory: Callable[[str], Any] | None = None,
                  writeback: Callable[[str, list[dict]], None] | None = None, pending_report_limit: int = 200,
                  done_when_only_incomplete: bool = False, **kwargs):
         super().__init__(poke_interval=poke_interval, **kwargs)
+        self.check_fn = check
+        self.proof_sink = proof_sink     # dotted path of a sink factory, built by the trigger with connector_conn_id
         self.run_id = run_id
         self.connector_conn_id = connector_conn_id
         self.deadline = deadline   # a timedelta, or seconds (a templated string is rendered first)
@@ -63,58 +69,14 @@ class OpcoDecisionSensor(BaseSensorOperator):
             self._deadline_at = start + deadline
         return self._deadline_at
 
-    def _hook_factory(self):
-        if self.hook_factory is not None:
-            return self.hook_factory
-        from cfa_opco.providers.opco.hooks.opco import OpcoHook
-        from cfa_opco.providers.opco.proofs import ProofRecorder
-
-        self._recorder = ProofRecorder(self.connector_conn_id)
-        return lambda cid: OpcoHook(cid, software=self.software, proof_sink=self._recorder, run_id=self.run_id)
-
-    def check(self, deadline_at: dt.datetime) -> tuple[bool, dict]:
-        from cfa_opco import followup
-
-        conns = followup.open_connections(self.connector_conn_id, run_id=self.run_id)
-        sync: dict = {"requests": 0, "changes": 0, "errors": {}}
-        self._recorder = None
-        if conns:
-            try:
-                sync = followup.sync_states(self.connector_conn_id, sorted(conns), hook_factory=self._hook_factory(),
-                                            lag_seconds=self.lag_seconds, writeback=self.writeback, run_id=self.run_id)
-            finally:
-                if self._recorder is not None:
-                    self._recorder.close()
-        for cid, err in sync.get("errors", {}).items():
-            self.log.warning("suivi %s : %s", cid, err)
-        summary = followup.run_summary(self.connector_conn_id, self.run_id)
-        summary.update(run_id=self.run_id, deadline=deadline_at.isoformat(),
-                       sync={"requests": sync.get("requests", 0), "changes": sync.get("changes", 0),
-                             "errors": sync.get("errors", {})})
-        if summary["pending"] == 0:
-            summary["status"] = "complete"
-            self.log.info("OPCO decisions complete for run %s: %s", self.run_id, summary)
-            return True, summary
-        if self.done_when_only_incomplete and summary["pending"] == summary["incomplete"]:
-            # what is left waits on the CFA (missing documents), not on the OPCO: nothing
-            # more will happen within this run; the follow-up DAG keeps watching them
-            summary["status"] = "waiting_for_documents"
-            self.log.warning("run %s: %d dossier(s) incomplete at the OPCO (documents missing), see the "
-                             "anomalies in the summary; the follow-up DAG keeps watching them",
-                             self.run_id, summary["incomplete"])
-            return True, summary
-        if _now() >= deadline_at:
-            pending = followup.pending_for_run(self.connector_conn_id, self.run_id)
-            summary["status"] = "deadline"
-            summary["pending_dossiers"] = [
-                {"source_id": p["source_id"], "numero_interne": p["numero_interne"], "opco_code": p["opco_code"],
-                 "etat": p["etat"], "incomplete": bool(p["anomalies"])} for p in pending[:self.pending_report_limit]]
-            self.log.warning("deadline of run %s reached with %d dossier(s) still awaiting an OPCO decision "
-                             "(%d incomplete)", self.run_id, summary["pending"], summary["incomplete"])
-            return True, summary
-        self.log.info("run %s: %d dossier(s) awaiting a decision (%d incomplete)", self.run_id, summary["pending"],
-                      summary["incomplete"])
-        return False, summary
+    def check(self, deadline_at: dt.datetime, event: dict | None = None) -> tuple[bool, dict]:
+        fn = load_path(self.check_fn) if isinstance(self.check_fn, str) else self.check_fn
+        done, summary = fn(run_id=self.run_id, connector_conn_id=self.connector_conn_id, deadline_at=deadline_at,
+                           software=self.software, hook_factory=self.hook_factory, writeback=self.writeback,
+                           lag_seconds=self.lag_seconds, pending_report_limit=self.pending_report_limit,
+                           done_when_only_incomplete=self.done_when_only_incomplete, event=event, logger=self.log)
+        self._watch = summary.pop("watch", None)
+        return done, summary
 
     # ---- poke mode -------------------------------------------------------------------
     def poke(self, context) -> PokeReturnValue:
@@ -133,18 +95,20 @@ class OpcoDecisionSensor(BaseSensorOperator):
         self._defer(started, deadline_at)
 
     def _defer(self, started: dt.datetime, deadline_at: dt.datetime) -> None:
-        from cfa_opco import followup
-        from cfa_opco.providers.opco.triggers.opco_states import OpcoStateChangeTrigger
+        from ..triggers.opco_states import OpcoStateChangeTrigger
 
         remaining = self.timeout - (_now() - started).total_seconds()
         if remaining <= 0:
             self._timed_out(started)
-        conns = sorted(followup.open_connections(self.connector_conn_id, run_id=self.run_id))
-        marks = followup.watermarks(self.connector_conn_id, conns)
+        watch = getattr(self, "_watch", None) or {}
+        conns = sorted(watch.get("conn_ids") or [])
         now = _now().isoformat()
-        since = {c: (marks[c].isoformat() if c in marks else now) for c in conns}
+        since = {c: (watch.get("since") or {}).get(c, now) for c in conns}
         trigger = OpcoStateChangeTrigger(conn_ids=conns, since=since, poll_interval=self.poke_interval,
-                                         deadline=deadline_at.isoformat(), software=self.software)
+                                         deadline=deadline_at.isoformat(), software=self.software,
+                                         proof_sink=self.proof_sink,
+                                         proof_target=self.connector_conn_id if self.proof_sink else None,
+                                         run_id=self.run_id)
         self.defer(trigger=trigger, method_name="execute_complete",
                    kwargs={"started_at": started.isoformat(), "deadline_at": deadline_at.isoformat()},
                    timeout=timedelta(seconds=remaining))
@@ -165,7 +129,7 @@ class OpcoDecisionSensor(BaseSensorOperator):
         self._deadline_at = deadline
         if event and event.get("status") == "error":
             self.log.warning("trigger: %s", event.get("message"))
-        done, summary = self.check(deadline)
+        done, summary = self.check(deadline, event)
         if done:
             return summary
         if (_now() - started).total_seconds() >= self.timeout:

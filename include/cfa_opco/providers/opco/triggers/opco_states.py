@@ -42,8 +42,10 @@ async def _get_connection(conn_id: str):
 
 class OpcoStateChangeTrigger(BaseTrigger):
     def __init__(self, conn_ids: list[str], since: dict[str, str], poll_interval: float, deadline: str,
-                 software: dict | None = None, request_timeout: float = 30.0):
+                 software: dict | None = None, request_timeout: float = 30.0, proof_sink: str | None = None,
+                 proof_target: str | None = None, run_id: str | None = None):
         super().__init__()
+        self.proof_sink, self.proof_target, self.run_id = proof_sink, proof_target, run_id
         self.conn_ids = list(conn_ids)
         self.since = dict(since or {})
         self.poll_interval = float(poll_interval)
@@ -55,7 +57,8 @@ class OpcoStateChangeTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"conn_ids": self.conn_ids, "since": self.since, "poll_interval": self.poll_interval,
-                 "deadline": self.deadline, "software": self.software, "request_timeout": self.request_timeout})
+                 "deadline": self.deadline, "software": self.software, "request_timeout": self.request_timeout,
+                 "proof_sink": self.proof_sink, "proof_target": self.proof_target, "run_id": self.run_id})
 
     async def _info(self, conn_id: str) -> dict:
         from ..capabilities import Capabilities
