@@ -94,10 +94,10 @@ def cfa_opco_followup():
         """Fails, naming each key, when a key cannot be read any more: visible, not a green wait."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from cfa_opco.followup import poll_failure_limit, poll_health
+        from cfa_opco.followup import failure_limit, poll_health
         from cfa_opco.pipeline.config import CONNECTOR_CONN_ID
 
-        limit = poll_failure_limit(context["params"].get("poll_failure_limit"))
+        limit = failure_limit(context["params"].get("poll_failure_limit"))
         health = poll_health(CONNECTOR_CONN_ID)
         failing = {k: v for k, v in health.items() if v["consecutive_failures"] >= limit}
         for conn_id, h in health.items():

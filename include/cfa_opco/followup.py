@@ -242,7 +242,7 @@ class _ConnSync:
 DEFAULT_POLL_FAILURE_LIMIT = 5
 
 
-def poll_failure_limit(value: int | None = None) -> int:
+def failure_limit(value: int | None = None) -> int:
     """The limit of failing polls in a row before a key's dossiers are "suivi impossible":
     ``value``, else the Variable cfa_opco_poll_failure_limit, else 5."""
     if value is None:
@@ -340,7 +340,7 @@ def sync_states(connector: str, conn_ids: list[str] | None = None, *, hook_facto
         return _sync_states(connector, conn_ids, hook_factory=hook_factory, lag_seconds=lag_seconds,
                             page_size=page_size, writeback=writeback, run_id=run_id, stale_after=stale_after,
                             max_workers=max_workers, record_proofs=record_proofs, software=software,
-                            poll_failure_limit=poll_failure_limit(poll_failure_limit))
+                            poll_failure_limit=failure_limit(poll_failure_limit))
 
 
 def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, writeback, run_id, stale_after,
