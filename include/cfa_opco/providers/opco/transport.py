@@ -32,7 +32,13 @@ MAX_HEADERS = 200
 
 
 class TransportError(Exception):
-    """No usable answer: connection refused or dropped, malformed response."""
+    """No usable answer: connection refused or dropped, malformed response.
+    ``sent``: False only when the request provably did not reach the server whole
+    (connection refused, TLS or proxy failure, write failure): a resend is then safe."""
+
+    def __init__(self, message: str = "", sent: bool = True):
+        super().__init__(message)
+        self.sent = sent
 
 
 class TransportTimeout(TransportError):
@@ -128,9 +134,9 @@ class Transport:
         try:
             sock = socket.create_connection(peer, timeout=self.connect_timeout)
         except socket.timeout as exc:
-            raise TransportTimeout(f"connect timeout to {peer[0]}:{peer[1]}") from exc
+            raise TransportTimeout(f"connect timeout to {peer[0]}:{peer[1]}", sent=False) from exc
         except OSError as exc:
-            raise TransportError(f"cannot connect to {peer[0]}:{peer[1]}: {type(exc).__name__}") from exc
+            raise TransportError(f"cannot connect to {peer[0]}:{peer[1]}: {type(exc).__name__}", sent=False) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._proxy and scheme == "https":
@@ -140,10 +146,10 @@ class Transport:
             sock.settimeout(self.read_timeout)
         except socket.timeout as exc:
             sock.close()
-            raise TransportTimeout(f"TLS handshake timeout with {host}:{port}") from exc
+            raise TransportTimeout(f"TLS handshake timeout with {host}:{port}", sent=False) from exc
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            raise TransportError(f"TLS with {host}:{port} failed: {type(exc).__name__}: {exc}") from exc
+            raise TransportError(f"TLS with {host}:{port} failed: {type(exc).__name__}: {exc}", sent=False) from exc
         conn = _Conn(sock)
         with self._lock:
             self._all.add(conn)
@@ -166,7 +172,7 @@ class Transport:
             reader.close()
         if len(parts) < 2 or parts[1] != "200":
             raise TransportError(f"the proxy refused the tunnel to {host}:{port}: "
-                                 f"{status_line.decode('latin-1').strip()[:120]}")
+                                 f"{status_line.decode('latin-1').strip()[:120]}", sent=False)
 
     def _conns(self) -> dict:
         d = getattr(self._local, "conns", None)
@@ -229,11 +235,11 @@ class Transport:
                 self._conns()[key] = conn
             try:
                 resp, keep = self._exchange(conn, message)
-            except _StaleConnection:
+            except _StaleConnection as stale:
                 self._discard(key, conn)
-                if method == "GET" and attempt == 1:
-                    continue
-                raise TransportError("connection closed by the server before any answer") from None
+                if (method == "GET" or not stale.sent) and attempt == 1:
+                    continue      # nothing reached the server (or a GET): a new connection, once
+                raise TransportError("connection closed by the server before any answer", sent=stale.sent) from None
             except BaseException:
                 self._discard(key, conn)
                 raise
@@ -248,11 +254,11 @@ class Transport:
         try:
             conn.sock.sendall(message)
         except socket.timeout as exc:
-            raise TransportTimeout("write timeout") from exc
+            raise TransportTimeout("write timeout", sent=False) from exc
         except OSError as exc:
             if conn.reused:
-                raise _StaleConnection() from exc
-            raise TransportError(f"connection dropped while sending: {type(exc).__name__}") from exc
+                raise _StaleConnection(sent=False) from exc
+            raise TransportError(f"connection dropped while sending: {type(exc).__name__}", sent=False) from exc
         try:
             return self._read_response(conn)
         except socket.timeout as exc:

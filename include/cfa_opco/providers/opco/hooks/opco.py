@@ -34,10 +34,13 @@ from airflow.sdk import BaseHook
 
 from ..capabilities import Capabilities
 from ..connections import ConnInfo, airflow_connection, parse_connection
-from ..norm import LISTE_MAX, ROUTES, parse_conn_id
+from ..norm import FIRST_PAGE, LISTE_MAX, ROUTES, parse_conn_id
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
 from ..norm import opco_label
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
+from .. import reading
+from ..outcomes import SendKind, SendOutcome, classify_answer, classify_no_answer, suggested_delay
+from ..reading import DossierState, Unreadable
 from ..transport import Transport, TransportError, TransportTimeout
 
 log = logging.getLogger(__name__)
@@ -60,14 +63,17 @@ class OpcoResponse:
     date_etat: str | None = None
     route_id: str | None = None
     attempts: int = 1
+    raw: bytes = field(default=b"", repr=False)      # the body as received
+    content_type: str | None = None
+    body_kind: str | None = None                     # json, empty, text, html, bad_json (reading.classify)
+    read: Any = field(default=None, repr=False)      # what the route's reader made of it
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
     def error_text(self) -> str:
-        return "; ".join(f"{e.get('code') or ''} {e.get('champ') or ''}: {e.get('message') or ''}".strip()
-                         for e in self.erreurs)
+        return reading.errors_text(self.erreurs)
 
 
 class Pacer:
@@ -99,6 +105,11 @@ class Pacer:
         if wait > 0:
             time.sleep(wait)
         return wait
+
+    def paused_for(self) -> float:
+        """Seconds left of a 429 pause (0 when the key may send)."""
+        with self.lock:
+            return max(0.0, self.pause_until - time.monotonic())
 
     def penalize(self, seconds: float) -> None:
         with self.lock:
@@ -181,6 +192,7 @@ class OpcoHook(BaseHook):
         self._stats_lock = threading.Lock()
         self.stats: Counter = Counter()
         self._in_keyinfo = threading.local()
+        self._tls = threading.local()
 
     # ---- connection -------------------------------------------------------------
     def _conn_info(self) -> ConnInfo:
@@ -251,17 +263,6 @@ class OpcoHook(BaseHook):
     def _backoff(self, failures: int) -> float:
         return random.uniform(0, min(self.backoff_max, self.backoff_base * (2 ** (failures - 1))))
 
-    def _record(self, **kw) -> None:
-        if self.proof_sink is None:
-            return
-        info = self._conn_info()
-        try:
-            self.proof_sink(ExchangeRecord(conn_id=self.opco_conn_id, opco_code=info["code"], cfa_siren=info["siren"],
-                                           run_id=self.run_id, **kw))
-        except Exception as exc:  # a proof store outage must be loud, but not lose the OPCO's answer
-            log.error("proof of exchange not recorded (%s %s): %s", kw.get("method"), kw.get("route"),
-                      type(exc).__name__)
-
     def _scrub(self, text: str) -> str:
         info = self._info or {}
         for secret in (info.get("key"), info.get("client_secret"), (self._token or ("",))[0]):
@@ -270,8 +271,13 @@ class OpcoHook(BaseHook):
         return text[:500]
 
     def _exchange(self, method: str, url: str, proof_route: str, *, headers: dict, data=None, files=None,
-                  numero_interne: str | None, request_sha256: str | None, attempt: int):
-        """One HTTP attempt, recorded. Returns (response, content, None) or (None, None, error text)."""
+                  numero_interne: str | None, request_sha256: str | None, attempt: int, defer: bool = False,
+                  is_token: bool = False):
+        """One HTTP attempt. Returns (response, parsed JSON body or None, None, record) or
+        (None, None, error text, record) — ``error`` is the TransportError's text and the
+        exception is kept on ``self._last_transport_error`` (thread-local). The proof is recorded
+        here, unless ``defer`` and the answer is a 2xx: the caller reads it first (an unreadable
+        answer's raw body goes into the proof), then records it with :meth:`_record_rec`."""
         sent_at = utcnow()
         self._bump("attempts")
         if files:
@@ -284,34 +290,57 @@ class OpcoHook(BaseHook):
         elif isinstance(data, dict):    # a form (OAuth2 token)
             data = urlencode(data).encode()
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        info = self._conn_info()
+        base_rec = dict(conn_id=self.opco_conn_id, opco_code=info.code, cfa_siren=info.siren, run_id=self.run_id,
+                        method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
+                        sent_at=sent_at, request_sha256=request_sha256)
         try:
             resp = self.get_conn().request(method, url, body=data, headers=headers)
             content = resp.data
         except TransportError as exc:
             kind = "timeout" if isinstance(exc, TransportTimeout) else "connection"
-            err = f"{kind}: {type(exc).__name__}"
+            err = f"{kind}: {type(exc).__name__}" + ("" if exc.sent else " (requête non envoyée)")
+            self._tls.last_transport_error = exc
             self._bump(f"error_{kind}")
-            self._record(method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
-                         sent_at=sent_at, received_at=None, request_sha256=request_sha256, http_status=None,
-                         error=err)
-            return None, None, err
-        body = None
-        if content:
-            try:
-                body = json.loads(content)
-            except ValueError:
-                body = None
+            rec = ExchangeRecord(**base_rec, received_at=None, http_status=None, error=err)
+            self._record_rec(rec)
+            return None, None, err, None
+        self._tls.last_transport_error = None
+        ctype = resp.header("Content-Type")
+        parsed = reading.classify(content, ctype)
+        body = parsed.data if parsed.is_json else None
         self._bump(f"status_{resp.status}")
-        bd = body if isinstance(body, dict) else {}
-        self._record(method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
-                     sent_at=sent_at, received_at=utcnow(), request_sha256=request_sha256,
-                     http_status=resp.status,
-                     error=None if resp.status < 400 else self._scrub(_erreurs_text(bd)) or f"HTTP {resp.status}",
-                     numero_externe=_s(bd.get("numeroExterne")), numero_deca=_s(bd.get("numeroDeca")),
-                     response_sha256=sha256_hex(content or b""))
-        return resp, body, None
+        st = reading.read_state(body) if isinstance(body, dict) else None
+        errs = reading.read_errors(parsed) if resp.status >= 400 or parsed.kind != "json" else \
+            reading.read_errors(body)
+        keep_raw = (not is_token) and (not parsed.is_json or resp.status >= 400 or bool(errs))
+        rec = ExchangeRecord(**base_rec, received_at=utcnow(), http_status=resp.status,
+                             error=(self._scrub(_erreurs_text({"erreurs": errs})) or f"HTTP {resp.status}")
+                             if resp.status >= 400 else (self._scrub(_erreurs_text({"erreurs": errs})) or None),
+                             numero_externe=st.numero_externe if st else None,
+                             numero_deca=st.numero_deca if st else None,
+                             response_sha256=sha256_hex(content or b""),
+                             response_body=self._proof_body(content) if keep_raw else None,
+                             content_type=ctype)
+        resp.parsed = parsed
+        if defer and 200 <= resp.status < 300:
+            return resp, body, None, rec
+        self._record_rec(rec)
+        return resp, body, None, None
 
-    def _token_value(self, force: bool = False) -> str:
+    def _proof_body(self, content: bytes | None) -> str:
+        secrets = (*self._conn_info().secrets(), (self._token or ("",))[0])
+        return reading.proof_body(content, secrets)
+
+    def _record_rec(self, rec: ExchangeRecord | None) -> None:
+        if rec is None or self.proof_sink is None:
+            return
+        try:
+            self.proof_sink(rec)
+        except Exception as exc:  # a proof store outage must be loud, but not lose the OPCO's answer
+            log.error("proof of exchange not recorded (%s %s): %s", rec.method, rec.route, type(exc).__name__)
+
+    def _token_value(self, force: bool = False, max_attempts: int | None = None) -> str:
         info = self._conn_info()
         with self._token_lock:
             if not force and self._token and time.monotonic() < self._token[1]:
@@ -327,8 +356,10 @@ class OpcoHook(BaseHook):
             while True:
                 attempt += 1
                 info["pacer"].acquire()
-                resp, body, err = self._exchange("POST", info["token_url"], route, headers={"Accept": "application/json"},
-                                                 data=form, numero_interne=None, request_sha256=None, attempt=attempt)
+                resp, body, err, _ = self._exchange("POST", info["token_url"], route,
+                                                    headers={"Accept": "application/json"}, data=form,
+                                                    numero_interne=None, request_sha256=None, attempt=attempt,
+                                                    is_token=True)
                 status = resp.status if resp is not None else None
                 if status is not None and status < 300 and isinstance(body, dict) and body.get("access_token"):
                     lifetime = float(body.get("expires_in") or 3600)
@@ -342,7 +373,7 @@ class OpcoHook(BaseHook):
                                         self._scrub(str(bd.get("error_description") or bd.get("error") or "refus")),
                                         conn_id=self.opco_conn_id, code="CLIENT_INVALIDE")
                 failures += 1
-                if failures >= self.max_attempts:
+                if failures >= (max_attempts or self.max_attempts):
                     raise OpcoUnavailable(info["code"], "oauth_token", attempt, err or f"HTTP {status}")
                 time.sleep(self._backoff(failures))
 
@@ -369,11 +400,8 @@ class OpcoHook(BaseHook):
                              code=code)
 
     # ---- the one entry point ------------------------------------------------------
-    def request(self, method: str, route_id: str, *, params: dict | None = None, json_body: Any = None,
-                files: dict | None = None, form: dict | None = None, numero_interne: str | None = None,
-                encoded: bytes | None = None) -> OpcoResponse:
-        """One call of ``route_id`` (a key of ROUTES), retried as the policy above says.
-        ``encoded``: ``canonical_json(json_body)`` when the caller already holds it."""
+    def _prepare(self, method: str, route_id: str, params: dict | None, json_body: Any, files: dict | None,
+                 form: dict | None, encoded: bytes | None, url: str | None) -> dict:
         if route_id not in ROUTES:
             raise ValueError(f"route inconnue : {route_id}")
         r_method, path = ROUTES[route_id].method, ROUTES[route_id].path
@@ -384,17 +412,19 @@ class OpcoHook(BaseHook):
             self._bump("not_served")
             raise OpcoRouteNotServed(caps.code, route_id)
         info = self._conn_info()
+        if url is not None:          # a next-page link given by the OPCO: only below its API base
+            if not reading.same_origin(url, info.base):
+                raise Unreadable(info.code, r_method, route_id, "lien de page suivante hors de l'API de l'OPCO "
+                                 "(non suivi : la clé ne part que vers l'adresse de la connexion)")
+            path, params = reading.split_url(url, info.base)
         qs = urlencode({k: v for k, v in (params or {}).items() if v is not None}, safe=",:")
         proof_route = path + (f"?{qs}" if qs else "")
-        url = info["base"] + proof_route
-        sw = info["software"]
-        base_headers = {"X-API-KEY": info["key"], "EDITEUR": sw["editeur"], "LOGICIEL": sw["logiciel"],
-                        "VERSION": sw["version"], "Accept": "application/json"}
+        headers = info.headers()
         data, req_sha, upload = None, None, None
         if json_body is not None:
             data = encoded if encoded is not None else canonical_json(json_body)
             req_sha = sha256_hex(data)
-            base_headers["Content-Type"] = "application/json; charset=utf-8"
+            headers["Content-Type"] = "application/json; charset=utf-8"
         elif files is not None or form is not None:
             data = dict(form or {})
             upload = files
@@ -402,21 +432,51 @@ class OpcoHook(BaseHook):
                                                    "sha256": sha256_hex(f[1]), "size": len(f[1])}
                                             for name, f in (files or {}).items()}}
             req_sha = sha256_hex(canonical_json(meta))
-        needs_token = caps.needs_token(route_id)
-        pacer: Pacer = info["pacer"]
+        return {"method": method.upper(), "url": info.base + proof_route, "proof_route": proof_route,
+                "headers": headers, "data": data, "upload": upload, "req_sha": req_sha,
+                "needs_token": caps.needs_token(route_id)}
+
+    def _response(self, route_id: str, resp, body: Any, attempt: int) -> OpcoResponse:
+        parsed = getattr(resp, "parsed", None)
+        bd = body if isinstance(body, dict) else {}
+        errs = reading.read_errors(parsed if parsed is not None and (resp.status >= 400 or not parsed.is_json)
+                                   else body)
+        st = reading.read_state(bd) if bd else None
+        return OpcoResponse(status=resp.status, body=body, headers=resp.headers, erreurs=errs,
+                            numero_externe=st.numero_externe if st else None,
+                            numero_deca=st.numero_deca if st else None, etat=st.etat if st else None,
+                            date_etat=st.date_etat if st else None, route_id=route_id, attempts=attempt,
+                            raw=resp.data, content_type=resp.header("Content-Type"),
+                            body_kind=parsed.kind if parsed is not None else None)
+
+    def request(self, method: str, route_id: str, *, params: dict | None = None, json_body: Any = None,
+                files: dict | None = None, form: dict | None = None, numero_interne: str | None = None,
+                encoded: bytes | None = None, max_attempts: int | None = None, url: str | None = None,
+                read: Callable[[OpcoResponse], Any] | None = None) -> OpcoResponse:
+        """One call of ``route_id`` (a key of ROUTES), retried as the policy above says.
+        ``encoded``: ``canonical_json(json_body)`` when the caller already holds it.
+        ``max_attempts``: this call's limit (default: the hook's). ``url``: a next-page link the
+        OPCO gave (same origin as the base URL only). ``read``: applied to a 2xx answer before its
+        proof is recorded; its result is ``response.read``; an :class:`Unreadable` it raises puts
+        the raw body in the proof, then propagates."""
+        prep = self._prepare(method, route_id, params, json_body, files, form, encoded, url)
+        info = self._conn_info()
+        limit = max(1, int(max_attempts)) if max_attempts else self.max_attempts
+        pacer: Pacer = info.pacer
         self._bump("requests")
         attempt = failures = limited = 0
         renewed = False
         last_err = ""
         while True:
             attempt += 1
-            headers = dict(base_headers)
-            if needs_token:
+            headers = dict(prep["headers"])
+            if prep["needs_token"]:
                 headers["Authorization"] = f"Bearer {self._token_value()}"
             pacer.acquire()
-            resp, body, err = self._exchange(method.upper(), url, proof_route, headers=headers, data=data,
-                                             files=upload, numero_interne=numero_interne, request_sha256=req_sha,
-                                             attempt=attempt)
+            resp, body, err, rec = self._exchange(prep["method"], prep["url"], prep["proof_route"], headers=headers,
+                                                  data=prep["data"], files=prep["upload"],
+                                                  numero_interne=numero_interne, request_sha256=prep["req_sha"],
+                                                  attempt=attempt, defer=read is not None)
             status = resp.status if resp is not None else None
             if status == 429:
                 limited += 1
@@ -425,23 +485,24 @@ class OpcoHook(BaseHook):
                 pacer.penalize(wait)
                 last_err = "HTTP 429"
                 self._bump("rate_limited")
-                log.warning("OPCO %s %s: HTTP 429, pause %.2fs (attempt %d)", info["code"], route_id, wait, attempt)
-                if limited > self.max_rate_limited:
-                    raise OpcoUnavailable(info["code"], route_id, attempt, "HTTP 429 répétés (limite de débit)")
+                log.warning("OPCO %s %s: HTTP 429, pause %.2fs (attempt %d)", info.code, route_id, wait, attempt)
+                if limited > 5 * limit if max_attempts else limited > self.max_rate_limited:
+                    raise OpcoUnavailable(info.code, route_id, attempt, "HTTP 429 répétés (limite de débit)")
                 continue
             if status is None or status >= 500:
                 failures += 1
-                last_err = err or f"HTTP {status}"
-                if failures >= self.max_attempts:
+                last_err = err or f"HTTP {status}" + (f" ({resp.parsed.describe()})"
+                                                      if resp is not None and not resp.parsed.is_json else "")
+                if failures >= limit:
                     self._bump("unavailable")
-                    raise OpcoUnavailable(info["code"], route_id, attempt, last_err)
+                    raise OpcoUnavailable(info.code, route_id, attempt, last_err)
                 delay = self._backoff(failures)
                 self._bump("retries")
-                log.warning("OPCO %s %s: %s, retry in %.2fs (attempt %d/%d)", info["code"], route_id, last_err,
-                            delay, failures, self.max_attempts)
+                log.warning("OPCO %s %s: %s, retry in %.2fs (attempt %d/%d)", info.code, route_id, last_err,
+                            delay, failures, limit)
                 time.sleep(delay)
                 continue
-            if status == 401 and needs_token and not renewed and _first_code(body) in TOKEN_ERRORS:
+            if status == 401 and prep["needs_token"] and not renewed and _first_code(body) in TOKEN_ERRORS:
                 renewed = True
                 self._token_value(force=True)
                 self._bump("token_renewed")
@@ -449,14 +510,20 @@ class OpcoHook(BaseHook):
             if status in (401, 403):
                 raise self._auth_error(status, body)
             pacer.success()
-            bd = body if isinstance(body, dict) else {}
-            erreurs = bd.get("erreurs") if isinstance(bd.get("erreurs"), list) else []
+            out = self._response(route_id, resp, body, attempt)
             if status >= 400:
-                log.info("OPCO %s %s: HTTP %s (%d erreur(s))", info["code"], route_id, status, len(erreurs))
-            return OpcoResponse(status=status, body=body, headers=resp.headers, erreurs=erreurs,
-                                numero_externe=_s(bd.get("numeroExterne")), numero_deca=_s(bd.get("numeroDeca")),
-                                etat=_s(bd.get("etat")), date_etat=_s(bd.get("dateEtat")), route_id=route_id,
-                                attempts=attempt)
+                log.info("OPCO %s %s: HTTP %s (%d erreur(s))", info.code, route_id, status, len(out.erreurs))
+            if rec is not None:
+                try:
+                    out.read = read(out)
+                except Unreadable as u:
+                    rec.response_body = rec.response_body or self._proof_body(resp.data)
+                    rec.error = self._scrub(str(u))
+                    self._bump("unreadable")
+                    raise
+                finally:
+                    self._record_rec(rec)
+            return out
 
     # ---- routes ----------------------------------------------------------------------
     def send_dossier(self, payload: dict, *, encoded: bytes | None = None) -> OpcoResponse:
@@ -469,43 +536,240 @@ class OpcoHook(BaseHook):
         return self.request("POST", route, json_body=payload, numero_interne=payload.get("numeroInterne"),
                             encoded=encoded)
 
+    def send_once(self, payload: dict, *, encoded: bytes | None = None, max_pause: float = 0.25) -> SendOutcome:
+        """One attempt at sending the dossier (v2 when served, else v1), no retry: a SendOutcome
+        (see :mod:`..outcomes`). A 429 pauses this key's pacer (other keys go on); when the key is
+        paused for longer than ``max_pause`` seconds nothing is sent (RETRY_LATER with the time
+        left). Raises OpcoRouteNotServed (no contract route) and OpcoAuthError (key refused)."""
+        route = self.capabilities.contract_route()
+        if route is None:
+            self._bump("not_served")
+            raise OpcoRouteNotServed(self.capabilities.code, "dossiers")
+        numero = payload.get("numeroInterne")
+        prep = self._prepare("POST", route, None, payload, None, None, encoded, None)
+        info = self._conn_info()
+        pacer: Pacer = info.pacer
+        self._bump("requests")
+        paused = pacer.paused_for()
+        if paused > max_pause:
+            self._bump("deferred_by_pause")
+            return SendOutcome(SendKind.RETRY_LATER, numero_interne=numero, retry_after=paused, sent=False,
+                               message=f"{opco_label(info.code)} : limite de débit, clé en pause "
+                                       f"{paused:.1f} s, nouvel essai plus tard")
+        renewed = False
+        attempt = 0
+        while True:          # only a refused OAuth2 token is renewed and the POST made again (nothing written)
+            attempt += 1
+            headers = dict(prep["headers"])
+            if prep["needs_token"]:
+                try:
+                    headers["Authorization"] = f"Bearer {self._token_value(max_attempts=1)}"
+                except OpcoUnavailable as exc:
+                    return SendOutcome(SendKind.RETRY_LATER, numero_interne=numero, sent=False,
+                                       retry_after=suggested_delay(), message=str(exc))
+            pacer.acquire()
+            resp, body, err, _ = self._exchange("POST", prep["url"], prep["proof_route"], headers=headers,
+                                                data=prep["data"], numero_interne=numero,
+                                                request_sha256=prep["req_sha"], attempt=attempt)
+            if resp is None:
+                exc = getattr(self._tls, "last_transport_error", None)
+                sent = bool(getattr(exc, "sent", True))
+                out = classify_no_answer(info.code, route, numero, err, sent, isinstance(exc, TransportTimeout))
+                self._bump(f"outcome_{out.kind.value.lower()}")
+                return out
+            status = resp.status
+            if status == 401 and prep["needs_token"] and not renewed and _first_code(body) in TOKEN_ERRORS:
+                renewed = True
+                self._token_value(force=True, max_attempts=1)
+                self._bump("token_renewed")
+                continue
+            if status in (401, 403):
+                raise self._auth_error(status, body)
+            retry_after = None
+            if status == 429:
+                wait = parse_retry_after(resp.header("Retry-After"))
+                retry_after = min(wait if wait is not None else suggested_delay(2), 300.0)
+                pacer.penalize(retry_after)
+                self._bump("rate_limited")
+            elif status in (502, 503, 504):
+                retry_after = parse_retry_after(resp.header("Retry-After"))
+            elif status < 500:
+                pacer.success()
+            out = classify_answer(info.code, route, numero, status, resp.parsed, retry_after,
+                                  self._response(route, resp, body, attempt))
+            self._bump(f"outcome_{out.kind.value.lower()}")
+            return out
+
+    def find_dossiers(self, numeros: list[str], *, since: dt.datetime | None = None,
+                      max_attempts: int = 3) -> dict[str, DossierState | None | Unreadable]:
+        """Settle whether the OPCO holds each dossier, through every read route it serves:
+        liste (v1, 100 per call), then per-dossier GET (v2), then the v2 state changes since
+        ``since`` (default: 7 days back; a dossier created at the OPCO appears there).
+        Value per number: its DossierState (present), None (provably absent: a readable answer
+        of a route that lists it would have named it), or an :class:`Unreadable` (could not be
+        settled; the reason, naming the route and the OPCO). OpcoAuthError propagates."""
+        numeros = list(dict.fromkeys(n for n in numeros if n))
+        out: dict[str, DossierState | None | Unreadable] = {}
+        reasons: dict[str, Unreadable] = {}
+        caps = self.capabilities
+        todo = list(numeros)
+
+        def fail(route_id: str, exc: Exception, nums: list[str]) -> None:
+            u = exc if isinstance(exc, Unreadable) else Unreadable(self.opco_code, ROUTES[route_id].method,
+                                                                   route_id, str(exc))
+            for n in nums:
+                reasons[n] = u
+
+        if todo and caps.serves("liste_v1"):
+            for i in range(0, len(todo), LISTE_MAX):
+                chunk = todo[i:i + LISTE_MAX]
+                try:
+                    found, absent = self.liste_states(chunk, max_attempts=max_attempts)
+                except (Unreadable, OpcoUnavailable) as exc:
+                    fail("liste_v1", exc, chunk)
+                    continue
+                except OpcoAuthError:
+                    raise
+                except OpcoError as exc:
+                    fail("liste_v1", exc, chunk)
+                    continue
+                for st in found:
+                    out[st.numero_interne] = st
+                for n in absent:
+                    out.setdefault(n, None)
+            todo = [n for n in todo if n not in out]
+        if todo and caps.serves("dossier_read_v2"):
+            for n in list(todo):
+                try:
+                    resp = self.request("GET", "dossier_read_v2", params={"numeroInterne": n}, numero_interne=n,
+                                        max_attempts=max_attempts, read=lambda r, n=n: self._read_one(r, n))
+                except OpcoAuthError:
+                    raise
+                except OpcoError as exc:
+                    fail("dossier_read_v2", exc, [n])
+                    continue
+                if resp.ok:
+                    out[n] = resp.read
+                elif resp.status == 404 and resp.body_kind == "json":
+                    out[n] = None          # the OPCO's own "unknown dossier" (JSON), not a gateway page
+                else:
+                    fail("dossier_read_v2", self._refused(resp, "dossier_read_v2"), [n])
+            todo = [n for n in todo if n not in out]
+        if todo and caps.serves("etats_v2"):
+            start = since or (utcnow() - dt.timedelta(days=7))
+            wanted = set(todo)
+            seen: dict[str, DossierState] = {}
+            try:
+                for item in self.iter_state_changes(start, None, max_attempts=max_attempts):
+                    st = reading.read_state(item)
+                    if st is not None and st.numero_interne in wanted:
+                        prev = seen.get(st.numero_interne)
+                        if prev is None or str(st.date_etat or "") >= str(prev.date_etat or ""):
+                            seen[st.numero_interne] = st
+            except OpcoAuthError:
+                raise
+            except OpcoError as exc:
+                fail("etats_v2", exc, todo)
+            else:
+                for n in todo:
+                    out[n] = seen.get(n)       # the whole window was read: absent means absent
+            todo = [n for n in todo if n not in out]
+        for n in todo:
+            out[n] = reasons.get(n) or Unreadable.plain(
+                self.opco_code, f"Impossible de vérifier le dossier {n} auprès de l'{opco_label(self.opco_code)} : "
+                                f"aucune route de lecture des dossiers n'est servie par l'OPCO")
+        return {n: out[n] for n in numeros}
+
+    def _read_one(self, resp: OpcoResponse, numero: str) -> DossierState:
+        parsed = reading.classify(resp.raw, resp.content_type)
+        if parsed.kind != "json":
+            raise Unreadable(self.opco_code, "GET", "dossier_read_v2", parsed.describe(resp.status), resp.status, numero)
+        data = parsed.data
+        if isinstance(data, list):       # a one-item list
+            data = next((d for d in data if (reading.read_state(d) or DossierState("")).numero_interne == numero),
+                        data[0] if len(data) == 1 else None)
+        st = reading.read_state(data, numero_hint=numero) if isinstance(data, dict) else None
+        if st is None or st.numero_interne != numero or not (st.etat or st.numero_deca or st.numero_externe):
+            raise Unreadable(self.opco_code, "GET", "dossier_read_v2", "dossier sans état ni numéro lisible",
+                             resp.status, numero)
+        return st
+
     def get_dossier(self, numero_interne: str) -> OpcoResponse:
         return self.request("GET", "dossier_read_v2", params={"numeroInterne": numero_interne},
                             numero_interne=numero_interne)
 
-    def list_dossiers(self, numeros: list[str]) -> list[dict]:
-        """States of the listed dossiers (v1 liste, chunks of ≤100); unknown numbers are absent."""
-        out: list[dict] = []
+    def list_dossiers(self, numeros: list[str], *, max_attempts: int | None = None) -> list[dict]:
+        """States of the listed dossiers (v1 liste, chunks of ≤100), as the norm's items
+        (``numeroInterne``, ``etat``, ``dateEtat``...) whatever shape the OPCO answered in;
+        unknown numbers are absent. :class:`Unreadable` when an answer cannot be understood."""
+        return [st.as_item() for st in self.liste_states(numeros, max_attempts=max_attempts)[0]]
+
+    def liste_states(self, numeros: list[str], *, max_attempts: int | None = None
+                     ) -> tuple[list[DossierState], set[str]]:
+        """(states found, numbers the liste answers proved unknown) — v1 liste."""
+        found: list[DossierState] = []
+        absent: set[str] = set()
         numeros = list(dict.fromkeys(numeros))
         for i in range(0, len(numeros), LISTE_MAX):
             chunk = numeros[i:i + LISTE_MAX]
             resp = self.request("GET", "liste_v1", params={"numerosInternes": ",".join(chunk)},
-                                numero_interne=chunk[0] if len(chunk) == 1 else None)
+                                numero_interne=chunk[0] if len(chunk) == 1 else None, max_attempts=max_attempts,
+                                read=lambda r: self._read_list(r, "liste_v1", ("dossiers",)))
             if not resp.ok:
-                raise OpcoError(f"liste des dossiers refusée par l'OPCO {self.opco_code} (HTTP {resp.status}) : "
-                                f"{resp.error_text()}")
-            out.extend((resp.body or {}).get("dossiers") or [])
-        return out
+                raise self._refused(resp, "liste_v1")
+            states = [st for st in resp.read if st.numero_interne in set(chunk)]
+            found.extend(states)
+            absent |= set(chunk) - {st.numero_interne for st in states}
+        return found, absent
+
+    def _read_list(self, resp: OpcoResponse, route_id: str, prefer: tuple = ()) -> list[DossierState]:
+        parsed = reading.classify(resp.raw, resp.content_type)
+        items = reading.read_items(parsed, resp.status, self.opco_code, ROUTES[route_id].method, route_id, prefer)
+        return reading.read_states(items, self.opco_code, ROUTES[route_id].method, route_id, resp.status)
+
+    def _refused(self, resp: OpcoResponse, route_id: str) -> OpcoError:
+        """A read route answered 4xx: the OPCO's words when it gave some, else Unreadable."""
+        route = ROUTES[route_id]
+        if resp.body_kind in ("html", "empty", "bad_json") or not resp.erreurs:
+            return Unreadable(self.opco_code, route.method, route_id,
+                              reading.classify(resp.raw, resp.content_type).describe(resp.status))
+        return OpcoError(f"{route.label} : demande refusée par l'{opco_label(self.opco_code)} "
+                         f"(HTTP {resp.status}) : {resp.error_text()}")
 
     def iter_state_changes(self, date_debut: dt.datetime, date_fin: dt.datetime | None,
-                           page_size: int = 1000) -> Iterator[dict]:
-        """Every dossier whose state changed in [date_debut, date_fin), all pages (v2 etats)."""
-        page = 1
-        while True:
-            resp = self.request("GET", "etats_v2", params={
-                "numeroPage": page, "taillePage": page_size, "dateDebut": _iso(date_debut),
-                "dateFin": _iso(date_fin) if date_fin is not None else None})
+                           page_size: int = 1000, *, max_attempts: int | None = None,
+                           max_pages: int = 100_000) -> Iterator[dict]:
+        """Every dossier whose state changed in [date_debut, date_fin), all pages (v2 etats), as the
+        norm's items. Pages by number, offset/limit or next link (body or Link header), lists bare or
+        wrapped (see :mod:`..reading`). :class:`Unreadable` when an answer cannot be understood."""
+        params: dict = {"numeroPage": FIRST_PAGE, "taillePage": page_size, "dateDebut": _iso(date_debut),
+                        "dateFin": _iso(date_fin) if date_fin is not None else None}
+        params = {k: v for k, v in params.items() if v is not None}
+        url = None
+        seen_pages: set = set()
+        for _ in range(max_pages):
+            resp = self.request("GET", "etats_v2", params=None if url else params, url=url, max_attempts=max_attempts,
+                                read=lambda r: self._read_list(r, "etats_v2", ("EtatDossierResult",)))
             if not resp.ok:
-                raise OpcoError(f"états des dossiers refusés par l'OPCO {self.opco_code} (HTTP {resp.status}) : "
-                                f"{resp.error_text()}")
-            body = resp.body or {}
-            items = body.get("EtatDossierResult") or []
-            yield from items
-            total = int(body.get("total") or 0)
-            size = int(body.get("taillePage") or page_size)
-            if not items or len(items) < size or page * size >= total:
-                return
-            page += 1
+                raise self._refused(resp, "etats_v2")
+            states: list[DossierState] = resp.read
+            sig = tuple(st.numero_interne + "\0" + str(st.date_etat) for st in states[:3]) + (len(states),)
+            if states and sig in seen_pages:   # the OPCO ignores our paging: the same page again
+                raise Unreadable(self.opco_code, "GET", "etats_v2",
+                                 "la même page revient (pagination non reconnue)", resp.status)
+            seen_pages.add(sig)
+            for st in states:
+                yield st.as_item()
+            nxt = reading.next_page(resp.body, resp.headers, url or (self.base_url + ROUTES["etats_v2"].path),
+                                    self.base_url,
+                params if url is None else reading.split_url(url, self.base_url)[1], len(states), page_size)
+            if nxt is None or (url is not None and nxt.url is None):
+                return      # last page (an OPCO paging by links gives no link on its last page)
+            if nxt.url:
+                url = nxt.url
+            else:
+                params = nxt.params
+        raise Unreadable(self.opco_code, "GET", "etats_v2", f"plus de {max_pages} pages (pagination sans fin)")
 
     def attach_document(self, numero_interne: str, type_fichier: str, filename: str, content: bytes,
                         mime: str = "application/pdf") -> OpcoResponse:
