@@ -205,10 +205,10 @@ def test_an_unforeseen_error_on_one_dossier_leaves_it_in_doubt_and_the_batch_goe
                                         ORDER BY numero_interne LIMIT 1""", RUN, batch["conn_id"])[0][0]
 
     class Broken(OpcoHook):   # a fault the code does not foresee, on one dossier
-        def send_dossier(self, payload, **kw):
+        def send_once(self, payload, **kw):
             if payload["numeroInterne"] == victim:
                 raise RuntimeError("boom")
-            return super().send_dossier(payload, **kw)
+            return super().send_once(payload, **kw)
 
     first = transmit_batch(RUN, staged["connector"], batch["conn_id"], hook=OpcoHook(batch["conn_id"]),
                            send_hook=Broken(batch["conn_id"], max_attempts=1), max_workers=4)

@@ -371,6 +371,12 @@ class _Found:
         self.etat = body.get("etat")
         self.numero_externe = body.get("numeroExterne")
         self.numero_deca = body.get("numeroDeca")
+        self.date_etat = body.get("dateEtat")
+
+
+def _unreadable(value) -> bool:
+    """A read-back value that settles nothing (the hook's Unreadable)."""
+    return isinstance(value, Exception) or type(value).__name__ == "Unreadable"
 
 
 class _DelayQueue:
@@ -459,7 +465,7 @@ class BatchTransmitter:
     def __init__(self, run_id: str, connector: str, conn_id: str, *, sources=None, hook=None,
                  software: dict | None = None, dry_run: bool = False, max_workers: int = 8,
                  key_warning_days: int = 30, proof_recorder=None, send_hook=None, send_attempts: int = 6,
-                 retry_base: float = 0.25, chunk_size: int = 200, read_timeout: float = 10.0,
+                 retry_base: float = 0.25, chunk_size: int = 200, read_timeout: float | None = None,
                  deadline_seconds: float = 900.0, settle_delay: float | None = None, key_pause_after: int = 4,
                  only_in_doubt: bool = False):
         from cfa_opco.db.connect import dsn_for
@@ -490,10 +496,12 @@ class BatchTransmitter:
             sink = self.recorder if not dry_run else None
             # writes are never retried by the hook: one attempt, a short read timeout (a held
             # answer is in doubt and read back, not waited for); the delay queue retries
+            # (read timeout: the connection's — extra read_timeout, 5 s by default — unless given)
+            timeout = (3.05, read_timeout) if read_timeout else None
             send_hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink, max_attempts=1,
-                                 max_rate_limited=0, timeout=(3.05, read_timeout), backoff_base=2 * retry_base)
+                                 max_rate_limited=0, timeout=timeout, backoff_base=2 * retry_base)
             hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink, max_attempts=2,
-                            timeout=(3.05, read_timeout), backoff_base=2 * retry_base)
+                            timeout=timeout, backoff_base=2 * retry_base)
         self.hook = hook                      # reads (safe to retry)
         self.send_hook = send_hook or hook    # writes
 
@@ -585,8 +593,8 @@ class BatchTransmitter:
     def _find(self, numeros: list[str]) -> dict:
         """{numero: what the OPCO holds, or None when it provably does not hold it}; raises when
         no read route can be read (the dossiers stay in doubt)."""
-        if hasattr(self.hook, "find_dossiers"):
-            return self.hook.find_dossiers(numeros)
+        if hasattr(self.hook, "find_dossiers"):   # one attempt per route: the delay queue retries
+            return self.hook.find_dossiers(numeros, max_attempts=1)
         caps = self.hook.capabilities
         if caps.serves("liste_v1"):
             found = {f.get("numeroInterne"): f for f in self.hook.list_dossiers(numeros) if isinstance(f, dict)}
@@ -609,10 +617,12 @@ class BatchTransmitter:
         if hasattr(hook, "send_once"):
             out = hook.send_once(job.payload, encoded=job.body)
             kind = getattr(out, "kind", None)
-            kind = str(getattr(kind, "value", None) or getattr(kind, "name", None) or kind).upper()
-            resp = getattr(out, "response", None) or getattr(out, "resp", None)
-            message = getattr(out, "message", None) or getattr(out, "error", None) or ""
-            return kind, resp, getattr(out, "retry_after", None), str(message)
+            kind = str(getattr(kind, "value", None) or kind).upper()
+            if kind == RETRY_LATER and getattr(out, "status", None) in (500, 502, 503, 504):
+                # a gateway error may come after the OPCO recorded the dossier (a lost answer):
+                # read back before any resend, as for any other ambiguous answer
+                kind = AMBIGUOUS
+            return kind, out, getattr(out, "retry_after", None), str(getattr(out, "message", "") or "")
         from cfa_opco.providers.opco.exceptions import OpcoUnavailable
 
         try:
@@ -680,6 +690,9 @@ class BatchTransmitter:
             q.finish(job)
             return
         now = time.monotonic()
+        status = getattr(resp, "status", None)
+        if kind == RETRY_LATER and status not in (None, 429):
+            kind = AMBIGUOUS if status >= 500 else kind
         if kind == RETRY_LATER:
             # not processed: this request comes back at now + Retry-After; the key pauses
             # only when 429s come in a row (real rate limiting, not a random refusal)
@@ -687,10 +700,11 @@ class BatchTransmitter:
             wait = min(max(0.0, float(wait)), 300.0)
             self.result.add("retried_later")
             with q.cond:
-                q.consecutive_429 += 1
-                if q.consecutive_429 >= self.key_pause_after and q.pause_until < now + wait:
-                    q.pause_until = now + wait
-                    self.result.add("key_pauses")
+                if status == 429 or (status is None and "429" in message):
+                    q.consecutive_429 += 1
+                    if q.consecutive_429 >= self.key_pause_after and q.pause_until < now + wait:
+                        q.pause_until = now + wait
+                        self.result.add("key_pauses")
             job.last_error = message or "HTTP 429"
             q.put(_SEND, now + wait * random.uniform(1.0, 1.2), job)
             return
@@ -744,6 +758,9 @@ class BatchTransmitter:
         late = now >= q.deadline
         for job in jobs:
             numero = job.row["numero_interne"]
+            why = error
+            if numero in found and _unreadable(found[numero]):
+                why = f"relecture impossible : {str(found.pop(numero))[:200]}"
             if numero in found and found[numero] is not None:
                 job.status, job.resp, job.via = SENT, _Found(found[numero]), "reprise"
                 job.message = "confirmé par relecture à l'OPCO après une réponse perdue"
@@ -756,8 +773,8 @@ class BatchTransmitter:
                     q.put(_SEND, now, job)
             else:
                 job.settles += 1
-                if error:
-                    job.last_error = error
+                if why:
+                    job.last_error = why
                 if late:
                     self._in_doubt(q, job, "réponse perdue et dossier non relu avant l'échéance du lot")
                 else:
@@ -892,11 +909,13 @@ class BatchTransmitter:
             if sent:
                 rows = []
                 for j in sent:
-                    body = getattr(j.resp, "body", None) or {}
+                    body = getattr(j.resp, "body", None)
+                    body = body if isinstance(body, dict) else {}
                     etat = getattr(j.resp, "etat", None) or body.get("etat") or "TRANSMIS"
+                    etat_at = getattr(j.resp, "date_etat", None) or body.get("dateEtat")
                     rows.append((j.row["source_id"], j.row["numero_interne"], j.row["opco_code"], j.row["cfa_siren"],
                                  self.conn_id, j.row["nature"], getattr(j.resp, "numero_externe", None),
-                                 getattr(j.resp, "numero_deca", None), etat, body.get("dateEtat"), self.run_id,
+                                 getattr(j.resp, "numero_deca", None), etat, etat_at, self.run_id,
                                  j.via, j.row["content_hash"]))
                 psycopg2.extras.execute_values(cur, """
                     WITH v (source_id, numero_interne, opco_code, cfa_siren, conn_id, nature, numero_externe,
@@ -1116,7 +1135,7 @@ class BatchTransmitter:
                 finally:
                     q.close()
                     for w in workers:
-                        w.join(timeout=max(5.0, self.read_timeout + 5))
+                        w.join(timeout=(self.read_timeout or 30) + 5)
                 self._wait_pieces(pieces)
         finally:
             if self.recorder is not None:
