@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -482,6 +483,7 @@ class BatchTransmitter:
         self._stop = threading.Event()
         self.recorder = proof_recorder
         self._owns_hooks = hook is None
+        read_hook = None
         self.send_attempts, self.retry_base, self.chunk_size = send_attempts, retry_base, chunk_size
         self.read_timeout, self.deadline_seconds = read_timeout, deadline_seconds
         # a read-back waits a little: the OPCO may still be recording a dossier whose answer was lost
@@ -500,10 +502,14 @@ class BatchTransmitter:
             timeout = (3.05, read_timeout) if read_timeout else None
             send_hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink, max_attempts=1,
                                  max_rate_limited=0, timeout=timeout, backoff_base=2 * retry_base)
-            hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink, max_attempts=2,
+            hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink,
                             timeout=timeout, backoff_base=2 * retry_base)
-        self.hook = hook                      # reads (safe to retry)
+            # read-backs: one attempt, a 429 not waited for in the thread (the delay queue retries)
+            read_hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink, max_attempts=1,
+                                 max_rate_limited=0, timeout=timeout, backoff_base=2 * retry_base)
+        self.hook = hook                      # documents, ruptures, key check (retried by the hook)
         self.send_hook = send_hook or hook    # writes
+        self.read_hook = read_hook or hook    # read-backs
 
     # -- database ------------------------------------------------------------------
     def _db(self):
@@ -590,18 +596,20 @@ class BatchTransmitter:
         conn.commit()
 
     # -- the OPCO --------------------------------------------------------------------
-    def _find(self, numeros: list[str]) -> dict:
+    def _find(self, numeros: list[str], since=None) -> dict:
         """{numero: what the OPCO holds, or None when it provably does not hold it}; raises when
-        no read route can be read (the dossiers stay in doubt)."""
-        if hasattr(self.hook, "find_dossiers"):   # one attempt per route: the delay queue retries
-            return self.hook.find_dossiers(numeros, max_attempts=1)
-        caps = self.hook.capabilities
+        no read route can be read (the dossiers stay in doubt). ``since``: none of them can have
+        been created before (bounds the state-changes window of the read-back)."""
+        hook = self.read_hook
+        if hasattr(hook, "find_dossiers"):   # one attempt per route: the delay queue retries
+            return hook.find_dossiers(numeros, since=since, max_attempts=1)
+        caps = hook.capabilities
         if caps.serves("liste_v1"):
-            found = {f.get("numeroInterne"): f for f in self.hook.list_dossiers(numeros) if isinstance(f, dict)}
+            found = {f.get("numeroInterne"): f for f in hook.list_dossiers(numeros) if isinstance(f, dict)}
             return {n: found.get(n) for n in numeros}
         out = {}
         for n in numeros:
-            resp = self.hook.get_dossier(n)
+            resp = hook.get_dossier(n)
             if resp.status == 200:
                 out[n] = resp.body
             elif resp.status == 404:
@@ -749,8 +757,11 @@ class BatchTransmitter:
             return
         numeros = [j.row["numero_interne"] for j in jobs]
         self.result.add("read_backs")
+        # intents of this batch cannot have been created at the OPCO before it started (an hour
+        # of margin for clocks); one left in doubt by an earlier run: the hook's default window
+        since = None if any(j.resolve for j in jobs) else self._started_utc - dt.timedelta(hours=1)
         try:
-            found = self._find(numeros)
+            found = self._find(numeros, since)
             error = None
         except Exception as exc:   # Unreadable, OpcoUnavailable, an answer nobody understands
             found, error = {}, f"relecture impossible : {str(exc)[:200]}"
@@ -1085,15 +1096,21 @@ class BatchTransmitter:
             finally:
                 conn.close()
 
-    def run(self) -> dict:
+    def _check_key(self) -> None:
         try:
-            if not self.dry_run:
-                try:
-                    self.result.key_warning = self.hook.key_expiry_warning(self.key_warning_days)
-                except Exception as exc:  # a key check failing must not stop the sending
-                    log.warning("key check of %s failed: %s", self.conn_id, exc)
-                if self.result.key_warning:
-                    log.warning("%s", self.result.key_warning)
+            self.result.key_warning = self.hook.key_expiry_warning(self.key_warning_days)
+        except Exception as exc:  # a key check failing must not stop the sending
+            log.warning("key check of %s failed: %s", self.conn_id, exc)
+        if self.result.key_warning:
+            log.warning("%s", self.result.key_warning)
+
+    def run(self) -> dict:
+        self._started_utc = dt.datetime.now(dt.timezone.utc)
+        key_check = None
+        try:
+            if not self.dry_run:   # the key's expiry, checked alongside the sending (never holds it up)
+                key_check = threading.Thread(target=self._check_key, name="key-check", daemon=True)
+                key_check.start()
             rows, ledger = self._load()
             self._load_pieces(rows)
             contracts = [r for r in rows if r["nature"] != NATURE_AVENANT]
@@ -1137,12 +1154,14 @@ class BatchTransmitter:
                     for w in workers:
                         w.join(timeout=(self.read_timeout or 30) + 5)
                 self._wait_pieces(pieces)
+            if key_check is not None:
+                key_check.join(timeout=60)
         finally:
             if self.recorder is not None:
                 self.recorder.flush()
             self._close()
             if self._owns_hooks:
-                for hook in {id(self.hook): self.hook, id(self.send_hook): self.send_hook}.values():
+                for hook in {id(h): h for h in (self.hook, self.send_hook, self.read_hook)}.values():
                     hook.close()
         return self.result.as_dict()
 
