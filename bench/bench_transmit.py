@@ -56,9 +56,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration")
     parser.add_argument("--processes", type=int, default=3, help="mapped tasks at once")
     parser.add_argument("--threads", type=int, default=8, help="threads per mapped task (operator default)")
+    parser.add_argument("--heavy-processes", type=int, default=10,
+                        help="mapped tasks at once in the heavy-faults comparison (both of its runs): several "
+                             "OPCO pools at once, as in the DAG")
     parser.add_argument("--heavy-threads", type=int, default=32,
                         help="threads per mapped task in the heavy-faults comparison (both of its runs)")
-    parser.add_argument("--read-timeout", type=float, default=1.0,
+    parser.add_argument("--read-timeout", type=float, default=2.0,
                         help="read timeout of the sends in the heavy-faults comparison (both of its runs)")
     parser.add_argument("--only-heavy", action="store_true", help="only the heavy-faults comparison")
     parser.add_argument("--heavy-dossiers", type=int, default=3000,
@@ -180,7 +183,7 @@ def _heavy_faults(args, sources) -> None:
             batches = sorted((b for bs in planned["batches"].values() for b in bs), key=lambda b: -b["count"])
             sbx.reset(keep_settings=True)
             sbx.set_fault_preset(preset)
-            with cf.ProcessPoolExecutor(max_workers=args.processes) as pool:
+            with cf.ProcessPoolExecutor(max_workers=args.heavy_processes) as pool:
                 t0 = time.perf_counter()
                 results = list(pool.map(_transmit_heavy, [(f"bench_{label}", connector, b["conn_id"],
                                                            args.heavy_threads, args.read_timeout, args.no_hook_pause)
@@ -195,7 +198,7 @@ def _heavy_faults(args, sources) -> None:
             out[label] = (tot, sbx.duplicates_created(), sum(b["count"] for b in batches))
             print(f"# {label} ({preset} faults): {final} of {out[label][2]} dossiers final in {elapsed:.1f} s = "
                   f"{rates[label]:.0f}/s; {tot}; created twice at the sandbox: {out[label][1]}")
-        print(f"# both runs: {len(batches)} (OPCO, SIREN) batches, {args.processes} at a time x "
+        print(f"# both runs: {len(batches)} (OPCO, SIREN) batches, {args.heavy_processes} at a time x "
               f"{args.heavy_threads} threads, read timeout {args.read_timeout:.1f} s (a held answer is read back "
               "after it), Retry-After honoured per request, the key paused only on consecutive 429s")
         if args.no_hook_pause:   # an experiment, never the reported figure
