@@ -118,3 +118,29 @@ def test_a_proof_store_outage_does_not_lose_the_answer(opco_conn, sandbox):
     h = OpcoHook(opco_conn("atlas"), software=SOFTWARE, proof_sink=rec)
     assert h.send_dossier(sample_dossier("atlas", SIREN, "OUTAGE-1")).status == 201
     assert rec.pending == 1                       # kept for the next flush
+
+
+def test_an_unreadable_answer_is_kept_in_exchange_proof_masked(opco_conn, sandbox, connector_dsn):
+    """Answers that are not JSON (an empty 404, a plain-text 422): the raw body lands in
+    exchange_proof.response_body with its Content-Type (masked: see test_reading); the bundle
+    shows it only with the payloads (it may quote personal data)."""
+    sandbox.set_profile(None, "empty_bodies")
+    try:
+        with ProofRecorder(connector_dsn) as rec:
+            h = OpcoHook(opco_conn("atlas"), software=SOFTWARE, proof_sink=rec, run_id="run-U")
+            assert h.get_dossier("UNREAD-1").status == 404            # an empty 404: kept raw (empty)
+            sandbox.set_profile(None, "text_errors")
+            r = h.send_dossier(sample_dossier("atlas", SIREN, "UNREAD-1", **{"apprenti.nir": "123"}))
+            assert r.status == 422
+    finally:
+        sandbox.set_profile(None, "strict")
+    got = rows(connector_dsn, "SELECT http_status, content_type, response_body, error FROM exchange_proof "
+                              "WHERE run_id = 'run-U' ORDER BY id")
+    assert [g[0] for g in got] == [404, 422]
+    assert got[1][1].startswith("text/plain") and got[1][2].startswith("Erreur 422 : ")
+    assert got[0][2] == "" and got[0][3] == "HTTP 404"                  # an empty answer, kept as such
+    assert got[1][3] == "FORMAT apprenti.nir"                          # codes and fields read from the text
+    b = export_proof_bundle(connector_dsn, "UNREAD-1")
+    assert all("response_body" not in e for e in b["exchanges"])
+    full = export_proof_bundle(connector_dsn, "UNREAD-1", include_payload=True)
+    assert any((e.get("response_body") or "").startswith("Erreur 422") for e in full["exchanges"])

@@ -102,7 +102,11 @@ def test_errors_from_any_shape():
         {"code": "X", "champ": "a.b", "message": "bad"}]
     assert reading.read_errors({"error": "quota dépassé"})[0]["message"] == "quota dépassé"
     assert reading.read_errors({"message": "non"})[0]["message"] == "non"
-    assert reading.read_errors(classify(b"Bad Request", "text/plain"))[0]["message"].startswith("texte au lieu")
+    assert reading.read_errors(classify(b"Bad Request", "text/plain"))[0]["message"] == "Bad Request"
+    assert reading.read_errors(classify("Erreur 422 : [NIR_INVALIDE] apprenti.nir : NIR invalide ; [X] autre".encode(),
+                                        "text/plain")) == [
+        {"code": "NIR_INVALIDE", "champ": "apprenti.nir", "message": "NIR invalide"},
+        {"code": "X", "champ": None, "message": "autre"}]
 
 
 # ---- pagination ------------------------------------------------------------------------

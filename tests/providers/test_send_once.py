@@ -132,28 +132,35 @@ def test_connection_refused_is_retry_later_not_sent(monkeypatch):
 
 
 # ---- find_dossiers through each read route ------------------------------------------------------
-@pytest.mark.parametrize("opco, route", [("constructys", "liste_v1"), ("akto", "dossier_read_v2"),
-                                         ("atlas", "liste_v1")])
-def test_find_dossiers(opco_conn, sandbox, opco, route):
+@pytest.mark.parametrize("route", ["liste_v1", "dossier_read_v2", "etats_v2"])
+def test_find_dossiers_through_each_read_route(opco_conn, sandbox, route):
+    """An OPCO serving only this read route: presence read there, absence proven by it."""
+    from cfa_opco.providers.opco.capabilities import Capabilities
+    from cfa_opco.providers.opco.norm import ROUTES
+
     sink = MemoryProofSink()
-    h = hook(opco_conn(opco), proof_sink=sink)
-    assert h.send_once(sample_dossier(opco, SIREN, f"FD-{opco}")).kind is SendKind.CREATED
-    got = h.find_dossiers([f"FD-{opco}", "FD-NONE"])
-    assert isinstance(got[f"FD-{opco}"], DossierState) and got[f"FD-{opco}"].etat in ("TRANSMIS", "EN_COURS_INSTRUCTION")
-    assert got["FD-NONE"] is None
+    only = Capabilities("atlas", "OPCO Atlas", frozenset({"dossiers_v2", "status", route}))
+    h = hook(opco_conn("atlas"), proof_sink=sink, capabilities=only)
+    assert h.send_once(sample_dossier("atlas", SIREN, "FD-1")).kind is SendKind.CREATED
+    got = h.find_dossiers(["FD-1", "FD-NONE"])
+    assert isinstance(got["FD-1"], DossierState) and got["FD-1"].etat in ("TRANSMIS", "EN_COURS_INSTRUCTION")
+    assert got["FD-1"].numero_deca and got["FD-NONE"] is None
+    assert {r.route.split("?")[0] for r in sink.records[1:]} == {ROUTES[route].path}
 
 
-def test_find_dossiers_through_the_state_window_only(opco_conn, sandbox, monkeypatch):
-    """An OPCO serving only /v2/dossiers/etats: presence read in the window, absence proven by it."""
+def test_find_dossiers_without_any_read_route(opco_conn, sandbox):
     from cfa_opco.providers.opco.capabilities import Capabilities
 
-    h = hook(opco_conn("atlas"))
-    assert h.send_once(sample_dossier("atlas", SIREN, "FD-W")).kind is SendKind.CREATED
-    caps = h.capabilities
-    monkeypatch.setattr(Capabilities, "serves", lambda self, r: r in ("etats_v2", "status")
-                        if self.code == "atlas" else caps.__class__.serves(self, r))
-    got = h.find_dossiers(["FD-W", "FD-W-NONE"])
-    assert got["FD-W"].etat in ("TRANSMIS", "EN_COURS_INSTRUCTION") and got["FD-W-NONE"] is None
+    none = Capabilities("atlas", "OPCO Atlas", frozenset({"dossiers_v2", "status"}))
+    got = hook(opco_conn("atlas"), capabilities=none).find_dossiers(["FD-2"])
+    assert isinstance(got["FD-2"], Unreadable) and "aucune route de lecture" in str(got["FD-2"])
+
+
+def test_find_dossiers_v1_only_opco(opco_conn, sandbox):
+    h = hook(opco_conn("constructys"))
+    assert h.send_once(sample_dossier("constructys", SIREN, "FD-C")).kind is SendKind.CREATED
+    got = h.find_dossiers(["FD-C", "FD-C-NONE"])
+    assert got["FD-C"].numero_interne == "FD-C" and got["FD-C-NONE"] is None
 
 
 def test_find_dossiers_unreadable_when_no_route_answers(opco_conn, sandbox):
@@ -217,13 +224,14 @@ def test_list_dossiers_reads_a_bare_array(raw):
 
 def test_html_gateway_page_is_unreadable_and_kept_in_the_proof(raw):
     page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
-    raw.answers.append((200, "text/html", page, {}))
+    raw.answers += [(200, "text/html", page, {})] * 2
     sink = MemoryProofSink()
-    with pytest.raises(Unreadable) as exc:
-        hook("opco_constructys_775672272", proof_sink=sink).list_dossiers(["B-1"])
+    with pytest.raises(Unreadable) as exc:     # a read is tried again (a maintenance page passes), then given up
+        hook("opco_constructys_775672272", proof_sink=sink, max_attempts=2, backoff_base=0.01).list_dossiers(["B-1"])
     assert str(exc.value).startswith("Réponse illisible de Constructys sur GET /v1/dossiers/liste : page HTML "
                                      "de passerelle (200)")
-    assert sink.records[-1].response_body == page.decode() and sink.records[-1].content_type == "text/html"
+    assert len(sink.records) == 2 and raw.answers == []
+    assert all(r.response_body == page.decode() and r.content_type == "text/html" for r in sink.records)
     assert sink.records[-1].error.startswith("Réponse illisible")
 
 

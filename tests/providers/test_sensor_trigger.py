@@ -147,3 +147,34 @@ def test_sensor_timeout_is_honoured_across_deferrals(run_with_two_dossiers, conn
     with pytest.raises(AirflowSensorTimeout):
         s.execute_complete({}, {"status": "changed"}, started_at=started,
                            deadline_at=(now() + timedelta(hours=1)).isoformat())
+
+
+def test_sensor_reports_poll_failures_and_hands_them_to_the_next_trigger(run_with_two_dossiers, connector_dsn):
+    s = sensor(connector_dsn, deferrable=True, poke_interval=0.2, timeout=600,
+               proof_sink="cfa_opco.proofs.ProofRecorder")
+    with pytest.raises(TaskDeferred) as exc:
+        s.execute({})
+    d = exc.value
+    assert d.trigger.proof_sink == "cfa_opco.proofs.ProofRecorder" and d.trigger.proof_target == connector_dsn
+    assert d.trigger.run_id == "run-S"
+    failures = {"opco_atlas_775672272": {"count": 5, "consecutive": 5,
+                                         "last_reason": "L'API de l'OPCO Atlas ne répond pas (etats_v2)"}}
+    with pytest.raises(TaskDeferred) as again:
+        s.execute_complete({}, {"status": "poll_failures", "poll_failures": failures}, **d.kwargs)
+    assert again.value.trigger.poll_failures == failures
+    done, summary = s.check(now() + timedelta(hours=1), {"status": "poll_failures", "poll_failures": failures})
+    assert not done and summary["poll_failures"] == failures
+
+
+def test_the_dag_wires_the_glue_by_dotted_path():
+    """The daily DAG hands the provider its project callables by name (no project import inside it)."""
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).parents[2] / "dags" / "cfa_opco_daily.py"))
+    dag = bag.dags["cfa_opco_daily"]
+    wait = dag.get_task("wait_for_decisions")
+    assert wait.check_fn == "cfa_opco.opco_tasks.check_decisions" and wait.proof_sink == "cfa_opco.proofs.ProofRecorder"
+    transmit = dag.get_task("opco_akto.transmit")
+    assert transmit.partial_kwargs["transmit"] == "cfa_opco.opco_tasks.transmit"

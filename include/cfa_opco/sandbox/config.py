@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     # response-shape profile (cfa_opco.sandbox.profiles), global; per OPCO in opcos.<opco>.profile
     "profile": "strict",
     "profile_options": {"html_200_share": 0.02, "seed": 4321},
-    # per-OPCO overrides of: idempotency, page_size, rate_limit, delays, instruction
+    # per-OPCO overrides of: idempotency, page_size, rate_limit, delays, instruction, profile
     "opcos": {},
 }
 

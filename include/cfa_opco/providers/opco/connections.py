@@ -95,7 +95,7 @@ class ConnInfo:
     rate: float | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
-    pacer: Any = field(default=None, repr=False)     # set by the sync hook (threads share it per key)
+    pacer: Any = field(default=None, repr=False, compare=False)     # set by the sync hook (threads share it per key)
 
     def headers(self) -> dict[str, str]:
         """The norm's headers of every API call (key and software), no token."""

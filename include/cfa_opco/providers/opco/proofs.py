@@ -10,7 +10,6 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from .canonical import canonical_json, sha256_hex  # noqa: F401  (re-exported)
 

@@ -280,7 +280,9 @@ def read_state(item: Any, numero_hint: str | None = None) -> DossierState | None
 def read_errors(body: Body | Any) -> list[dict]:
     """The OPCO's errors as the norm's ``[{code, champ, message}]``, from any shape."""
     if isinstance(body, Body):
-        if body.kind in ("text", "html", "bad_json"):
+        if body.kind == "text":
+            return read_text_errors(body.text)
+        if body.kind in ("html", "bad_json"):
             return [{"code": None, "champ": None, "message": body.describe()}]
         body = body.data
     if not isinstance(body, dict):
@@ -304,6 +306,25 @@ def read_errors(body: Body | Any) -> list[dict]:
         return [{"code": scalar(body.get("code")), "champ": None,
                  "message": scalar(body.get("message") or body.get("detail"))}]
     return []
+
+
+RE_TEXT_ERROR = re.compile(r"^(?:(?:erreur|error)\s*\d*\s*:\s*)?(?:\[(?P<code>[\w.-]+)\]\s*)?"
+                           r"(?:(?P<champ>[\w.\[\]]+)\s+:\s+)?(?P<message>.*)$", re.I | re.S)
+
+
+def read_text_errors(text: str) -> list[dict]:
+    """Errors written as plain text (« Erreur 422 : [CODE] champ : message ; ... »)."""
+    t = " ".join(RE_TAGS.sub(" ", text or "").split())
+    if not t:
+        return []
+    out = []
+    for part in t.split(" ; ") if " ; " in t else [t]:
+        m = RE_TEXT_ERROR.match(part.strip())
+        if m and (m.group("code") or m.group("champ")):
+            out.append({"code": m.group("code"), "champ": m.group("champ"), "message": _short(m.group("message"), 300)})
+        else:
+            out.append({"code": None, "champ": None, "message": _short(part, 300)})
+    return out
 
 
 def errors_text(errors: list[dict]) -> str:
@@ -392,6 +413,9 @@ def next_page(data: Any, headers: dict, request_url: str, base_url: str, params:
     if any(k in meta for k in NEXT_KEYS):
         return None                           # next links are this OPCO's way, and there is none: last page
     total = int_or_none(first(meta, TOTAL_KEYS))
+    if total is None:
+        total = int_or_none(next((v for k, v in (headers or {}).items() if k.lower() in ("x-total-count", "x-total")),
+                                 None))
     offset = int_or_none(first(meta, OFFSET_KEYS))
     if offset is not None or any(k in params for k in OFFSET_KEYS):
         if offset is None:
@@ -437,6 +461,8 @@ def split_url(url: str, base_url: str) -> tuple[str, dict]:
 # ---- whole answers -----------------------------------------------------------------------
 def read_items(body: Body, status: int, opco: str, method: str, route: str, prefer: Iterable[str] = ()) -> list:
     """The items of a list answer (2xx); Unreadable when the body holds none."""
+    if status == 204 and body.kind == "empty":
+        return []                                   # "No Content": an empty list
     if body.kind != "json":
         raise Unreadable(opco, method, route, body.describe(status), status)
     items = extract_list(body.data, prefer)
@@ -461,6 +487,72 @@ def read_states(items: list, opco: str, method: str, route: str, status: int | N
             type(sample).__name__
         raise Unreadable(opco, method, route, f"éléments sans numéro de dossier ({what})", status)
     return out
+
+
+def read_list_answer(raw: bytes, content_type: str | None, status: int, opco: str | None, route_id: str,
+                     prefer: Iterable[str] = ()) -> list[DossierState]:
+    """A list route's 2xx answer → its dossier states (Unreadable when it cannot be read)."""
+    method = ROUTES[route_id].method
+    items = read_items(classify(raw, content_type), status, opco, method, route_id, prefer)
+    return read_states(items, opco, method, route_id, status)
+
+
+def refused(status: int, raw: bytes, content_type: str | None, errors: list[dict], opco: str | None,
+            route_id: str) -> OpcoError:
+    """A read route answered 4xx: the OPCO's words when it gave some, else Unreadable."""
+    from .norm import opco_label
+
+    body = classify(raw, content_type)
+    route = ROUTES[route_id]
+    if body.kind in ("html", "empty", "bad_json") or not errors:
+        return Unreadable(opco, route.method, route_id, body.describe(status))
+    return OpcoError(f"{route.label} : demande refusée par l'{opco_label(opco)} (HTTP {status}) : "
+                     f"{errors_text(errors)}")
+
+
+class Pager:
+    """Walks the pages of a list route whatever the OPCO's paging style (shared by both hooks):
+
+        pager = Pager(opco, base_url, "etats_v2", params, page_size)
+        while pager.more():
+            resp = hook.request("GET", "etats_v2", params=pager.params, url=pager.url, read=...)
+            pager.advance(resp.body, resp.headers, states)
+    """
+
+    def __init__(self, opco: str | None, base_url: str, route_id: str, params: dict, page_size: int,
+                 max_pages: int = 100_000):
+        self.opco, self.base, self.route_id = opco, base_url, route_id
+        self.params: dict | None = dict(params)
+        self.url: str | None = None
+        self.page_size, self.max_pages = page_size, max_pages
+        self.pages = 0
+        self._done = False
+        self._seen: set = set()
+
+    def more(self) -> bool:
+        if self._done:
+            return False
+        if self.pages >= self.max_pages:
+            raise Unreadable(self.opco, "GET", self.route_id, f"plus de {self.max_pages} pages (pagination sans fin)")
+        return True
+
+    def advance(self, data: Any, headers: dict, states: list[DossierState], status: int | None = None) -> None:
+        self.pages += 1
+        sig = tuple(f"{st.numero_interne}\0{st.date_etat}" for st in states[:3]) + (len(states),)
+        if states and sig in self._seen:     # the OPCO ignores our paging: the same page again
+            raise Unreadable(self.opco, "GET", self.route_id, "la même page revient (pagination non reconnue)",
+                             status)
+        self._seen.add(sig)
+        following = self.url is not None
+        request_url = self.url or (self.base + ROUTES[self.route_id].path)
+        params = split_url(self.url, self.base)[1] if following else (self.params or {})
+        nxt = next_page(data, headers, request_url, self.base, params, len(states), self.page_size)
+        if nxt is None or (following and nxt.url is None):
+            self._done = True     # last page (an OPCO paging by links gives no link on its last page)
+        elif nxt.url:
+            self.url, self.params = nxt.url, None
+        else:
+            self.params = nxt.params
 
 
 def read_unknown(data: Any) -> list[str]:

@@ -12,10 +12,12 @@ absolute URLs for http, Basic proxy credentials). No redirect following, no comp
 (none is asked for); HEAD is not supported (the norm has no HEAD route).
 
 Errors: :class:`TransportTimeout` (connect or read timeout), :class:`TransportError`
-(cannot connect, connection dropped, malformed answer). A request on a reused connection
-that the server closed in between (keep-alive race) is retried once on a new connection
-only when it is a GET; a POST is never resent here: the caller decides (the ledger reads
-the OPCO back before any resend).
+(cannot connect, connection dropped, malformed answer), each with ``sent``: False only when
+the request provably did not reach the server whole (connect, TLS, proxy or write failure).
+A request on a reused connection that the server closed in between (keep-alive race) is
+retried once on a new connection when it is a GET, or when the write itself failed; a POST
+that may have been received is never resent here: the caller decides (the ledger reads the
+OPCO back before any resend).
 """
 from __future__ import annotations
 

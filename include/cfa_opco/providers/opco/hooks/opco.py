@@ -6,9 +6,19 @@
 
 Connection (type http): host = base URL ending in /ApiEchangeCFA, password = the key,
 extra: siren, rate_limit_per_second (optional), proxy (optional, http://[user:pw@]host:port),
+connect_timeout / read_timeout (seconds, default 3 / 5: a held answer is not waited for),
 and for AKTO oauth_client_id, oauth_client_secret, oauth_token_path (or oauth_token_url).
+Parsed by :func:`..connections.parse_connection`, shared with the async twin.
 
-Policy: 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
+Answers are read by :mod:`..reading` (lists bare or wrapped, any pagination style, renamed
+fields, text/HTML/empty bodies); what cannot be understood raises :class:`..reading.Unreadable`
+(French, naming the OPCO and the route) and its raw body is kept in the proof.
+
+Sending without blocking: :meth:`OpcoHook.send_once` makes ONE attempt and returns a
+:class:`..outcomes.SendOutcome` (CREATED, REJECTED, RETRY_LATER with retry_after, AMBIGUOUS,
+UNREADABLE); :meth:`OpcoHook.find_dossiers` settles an AMBIGUOUS one through any read route.
+
+Policy of :meth:`OpcoHook.request` (and send_dossier, the reads...): 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
 retried); 401/403 raise OpcoAuthError; 429 waits Retry-After (all threads of the key pause and
 the pacing slows down); 5xx, timeouts and dropped connections retry with exponential backoff
 and full jitter up to ``max_attempts`` then raise OpcoUnavailable. Every attempt — answered or
@@ -160,6 +170,102 @@ def _iso(d: dt.datetime) -> str:
     return d.isoformat()
 
 
+def prepare_request(info: ConnInfo | None, caps: Capabilities, method: str, route_id: str, params: dict | None,
+                    json_body: Any = None, files: dict | None = None, form: dict | None = None,
+                    encoded: bytes | None = None, url: str | None = None) -> dict:
+    """Everything of one API call but the sending (shared by OpcoHook and AsyncOpcoHook): the
+    route checked against the norm's table and the OPCO's capabilities, URL, proof route,
+    headers, body and its hash. ``url``: a next-page link of the OPCO (same origin only)."""
+    if route_id not in ROUTES:
+        raise ValueError(f"route inconnue : {route_id}")
+    r_method, path = ROUTES[route_id].method, ROUTES[route_id].path
+    if method.upper() != r_method:
+        raise ValueError(f"{route_id} est une route {r_method}, pas {method.upper()}")
+    if not caps.serves(route_id):
+        raise OpcoRouteNotServed(caps.code, route_id)
+    if url is not None:          # a next-page link given by the OPCO: only below its API base
+        if not reading.same_origin(url, info.base):
+            raise Unreadable(info.code, r_method, route_id, "lien de page suivante hors de l'API de l'OPCO "
+                             "(non suivi : la clé ne part que vers l'adresse de la connexion)")
+        path, params = reading.split_url(url, info.base)
+    qs = urlencode({k: v for k, v in (params or {}).items() if v is not None}, safe=",:")
+    proof_route = path + (f"?{qs}" if qs else "")
+    headers = info.headers()
+    data, req_sha, upload = None, None, None
+    if json_body is not None:
+        data = encoded if encoded is not None else canonical_json(json_body)
+        req_sha = sha256_hex(data)
+        headers["Content-Type"] = "application/json; charset=utf-8"
+    elif files is not None or form is not None:
+        data = dict(form or {})
+        upload = files
+        meta = {"form": data, "files": {name: {"filename": f[0], "mime": f[2] if len(f) > 2 else None,
+                                               "sha256": sha256_hex(f[1]), "size": len(f[1])}
+                                        for name, f in (files or {}).items()}}
+        req_sha = sha256_hex(canonical_json(meta))
+    return {"method": method.upper(), "url": info.base + proof_route, "proof_route": proof_route,
+            "headers": headers, "data": data, "upload": upload, "req_sha": req_sha,
+            "needs_token": caps.needs_token(route_id)}
+
+
+def make_response(route_id: str, status: int, headers: dict, content: bytes, attempt: int,
+                  parsed: reading.Body | None = None) -> OpcoResponse:
+    """An OpcoResponse from an HTTP answer, read by :mod:`..reading` (shared by both hooks)."""
+    ctype = next((v for k, v in (headers or {}).items() if k.lower() == "content-type"), None)
+    parsed = parsed if parsed is not None else reading.classify(content, ctype)
+    body = parsed.data if parsed.is_json else None
+    bd = body if isinstance(body, dict) else {}
+    errs = reading.read_errors(parsed if status >= 400 or not parsed.is_json else body)
+    st = reading.read_state(bd) if bd else None
+    return OpcoResponse(status=status, body=body, headers=dict(headers or {}), erreurs=errs,
+                        numero_externe=st.numero_externe if st else None,
+                        numero_deca=st.numero_deca if st else None, etat=st.etat if st else None,
+                        date_etat=st.date_etat if st else None, route_id=route_id, attempts=attempt,
+                        raw=content or b"", content_type=ctype, body_kind=parsed.kind)
+
+
+def retry_unreadable(method: str, resp: OpcoResponse) -> bool:
+    """A read (GET) answered 2xx with an HTML page or a broken body: transient (a gateway or a
+    maintenance page), worth reading again within the attempt budget."""
+    return method == "GET" and resp.body_kind in ("html", "bad_json", "empty") and resp.status != 204
+
+
+def scrub(text: str, secrets) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:500]
+
+
+def answer_record(info: ConnInfo, run_id: str | None, method: str, proof_route: str, numero_interne: str | None,
+                  attempt: int, sent_at: dt.datetime, request_sha256: str | None, status: int, content: bytes,
+                  content_type: str | None, parsed: reading.Body, secrets, is_token: bool = False) -> ExchangeRecord:
+    """The proof of an answered attempt (shared by both hooks): the raw body is kept, masked,
+    when it is not JSON, an error, or carries ``erreurs``; never for a token answer."""
+    body = parsed.data if parsed.is_json else None
+    st = reading.read_state(body) if isinstance(body, dict) else None
+    errs = reading.read_errors(parsed if status >= 400 or not parsed.is_json else body)
+    keep_raw = (not is_token) and (not parsed.is_json or status >= 400 or bool(errs))
+    err = scrub(_erreurs_text({"erreurs": errs}), secrets) or None
+    return ExchangeRecord(conn_id=info.conn_id, opco_code=info.code, cfa_siren=info.siren, run_id=run_id,
+                          method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
+                          sent_at=sent_at, request_sha256=request_sha256, received_at=utcnow(), http_status=status,
+                          error=(err or f"HTTP {status}") if status >= 400 else err,
+                          numero_externe=st.numero_externe if st else None,
+                          numero_deca=st.numero_deca if st else None,
+                          response_sha256=sha256_hex(content or b""),
+                          response_body=reading.proof_body(content, secrets) if keep_raw else None,
+                          content_type=content_type)
+
+
+def no_answer_record(info: ConnInfo, run_id: str | None, method: str, proof_route: str, numero_interne: str | None,
+                     attempt: int, sent_at: dt.datetime, request_sha256: str | None, error: str) -> ExchangeRecord:
+    return ExchangeRecord(conn_id=info.conn_id, opco_code=info.code, cfa_siren=info.siren, run_id=run_id,
+                          method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
+                          sent_at=sent_at, request_sha256=request_sha256, received_at=None, http_status=None,
+                          error=error)
+
+
 class OpcoHook(BaseHook):
     conn_name_attr = "opco_conn_id"
     default_conn_name = "opco_default"
@@ -170,8 +276,9 @@ class OpcoHook(BaseHook):
                  timeout: float | tuple | None = None, max_attempts: int = 6, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, rate_limit_per_second: float | None = None,
                  proof_sink: Callable[[ExchangeRecord], None] | None = None, run_id: str | None = None,
-                 max_rate_limited: int | None = None):
+                 max_rate_limited: int | None = None, capabilities: Capabilities | None = None):
         super().__init__()
+        self._caps_override = capabilities   # the routes this OPCO serves, when not the table's
         self.opco_conn_id = opco_conn_id
         self._software_arg = software
         self.timeout = timeout
@@ -205,12 +312,16 @@ class OpcoHook(BaseHook):
             info = parse_connection(conn, self.opco_conn_id, software=self._software_arg, rate=self._rate_arg,
                                     timeout=self.timeout)
             info.pacer = pacer_for(info.key, info.base, info.rate)
+            if self._caps_override is not None:
+                info.caps = self._caps_override
             self.opco_code, self.siren = info.code, info.siren
             self._info = info
             return self._info
 
     @property
     def capabilities(self) -> Capabilities:
+        if self._caps_override is not None:
+            return self._caps_override
         if self._info is None and self.opco_code:
             return Capabilities.for_opco(self.opco_code)
         return self._conn_info()["caps"]
@@ -264,11 +375,7 @@ class OpcoHook(BaseHook):
         return random.uniform(0, min(self.backoff_max, self.backoff_base * (2 ** (failures - 1))))
 
     def _scrub(self, text: str) -> str:
-        info = self._info or {}
-        for secret in (info.get("key"), info.get("client_secret"), (self._token or ("",))[0]):
-            if secret:
-                text = text.replace(secret, "***")
-        return text[:500]
+        return scrub(text, (*((self._info.secrets()) if self._info else ()), (self._token or ("",))[0]))
 
     def _exchange(self, method: str, url: str, proof_route: str, *, headers: dict, data=None, files=None,
                   numero_interne: str | None, request_sha256: str | None, attempt: int, defer: bool = False,
@@ -291,46 +398,33 @@ class OpcoHook(BaseHook):
             data = urlencode(data).encode()
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
         info = self._conn_info()
-        base_rec = dict(conn_id=self.opco_conn_id, opco_code=info.code, cfa_siren=info.siren, run_id=self.run_id,
-                        method=method, route=proof_route, numero_interne=numero_interne, attempt=attempt,
-                        sent_at=sent_at, request_sha256=request_sha256)
         try:
             resp = self.get_conn().request(method, url, body=data, headers=headers)
-            content = resp.data
         except TransportError as exc:
             kind = "timeout" if isinstance(exc, TransportTimeout) else "connection"
             err = f"{kind}: {type(exc).__name__}" + ("" if exc.sent else " (requête non envoyée)")
             self._tls.last_transport_error = exc
             self._bump(f"error_{kind}")
-            rec = ExchangeRecord(**base_rec, received_at=None, http_status=None, error=err)
-            self._record_rec(rec)
+            self._record_rec(no_answer_record(info, self.run_id, method, proof_route, numero_interne, attempt,
+                                              sent_at, request_sha256, err))
             return None, None, err, None
         self._tls.last_transport_error = None
         ctype = resp.header("Content-Type")
-        parsed = reading.classify(content, ctype)
-        body = parsed.data if parsed.is_json else None
+        parsed = reading.classify(resp.data, ctype)
         self._bump(f"status_{resp.status}")
-        st = reading.read_state(body) if isinstance(body, dict) else None
-        errs = reading.read_errors(parsed) if resp.status >= 400 or parsed.kind != "json" else \
-            reading.read_errors(body)
-        keep_raw = (not is_token) and (not parsed.is_json or resp.status >= 400 or bool(errs))
-        rec = ExchangeRecord(**base_rec, received_at=utcnow(), http_status=resp.status,
-                             error=(self._scrub(_erreurs_text({"erreurs": errs})) or f"HTTP {resp.status}")
-                             if resp.status >= 400 else (self._scrub(_erreurs_text({"erreurs": errs})) or None),
-                             numero_externe=st.numero_externe if st else None,
-                             numero_deca=st.numero_deca if st else None,
-                             response_sha256=sha256_hex(content or b""),
-                             response_body=self._proof_body(content) if keep_raw else None,
-                             content_type=ctype)
+        rec = answer_record(info, self.run_id, method, proof_route, numero_interne, attempt, sent_at, request_sha256,
+                            resp.status, resp.data, ctype, parsed, self._secrets(), is_token=is_token)
         resp.parsed = parsed
         if defer and 200 <= resp.status < 300:
-            return resp, body, None, rec
+            return resp, parsed.data if parsed.is_json else None, None, rec
         self._record_rec(rec)
-        return resp, body, None, None
+        return resp, parsed.data if parsed.is_json else None, None, None
+
+    def _secrets(self) -> tuple:
+        return (*self._conn_info().secrets(), (self._token or ("",))[0])
 
     def _proof_body(self, content: bytes | None) -> str:
-        secrets = (*self._conn_info().secrets(), (self._token or ("",))[0])
-        return reading.proof_body(content, secrets)
+        return reading.proof_body(content, self._secrets())
 
     def _record_rec(self, rec: ExchangeRecord | None) -> None:
         if rec is None or self.proof_sink is None:
@@ -402,52 +496,15 @@ class OpcoHook(BaseHook):
     # ---- the one entry point ------------------------------------------------------
     def _prepare(self, method: str, route_id: str, params: dict | None, json_body: Any, files: dict | None,
                  form: dict | None, encoded: bytes | None, url: str | None) -> dict:
-        if route_id not in ROUTES:
-            raise ValueError(f"route inconnue : {route_id}")
-        r_method, path = ROUTES[route_id].method, ROUTES[route_id].path
-        if method.upper() != r_method:
-            raise ValueError(f"{route_id} est une route {r_method}, pas {method.upper()}")
         caps = self.capabilities
-        if not caps.serves(route_id):
+        if route_id in ROUTES and not caps.serves(route_id):
             self._bump("not_served")
             raise OpcoRouteNotServed(caps.code, route_id)
-        info = self._conn_info()
-        if url is not None:          # a next-page link given by the OPCO: only below its API base
-            if not reading.same_origin(url, info.base):
-                raise Unreadable(info.code, r_method, route_id, "lien de page suivante hors de l'API de l'OPCO "
-                                 "(non suivi : la clé ne part que vers l'adresse de la connexion)")
-            path, params = reading.split_url(url, info.base)
-        qs = urlencode({k: v for k, v in (params or {}).items() if v is not None}, safe=",:")
-        proof_route = path + (f"?{qs}" if qs else "")
-        headers = info.headers()
-        data, req_sha, upload = None, None, None
-        if json_body is not None:
-            data = encoded if encoded is not None else canonical_json(json_body)
-            req_sha = sha256_hex(data)
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        elif files is not None or form is not None:
-            data = dict(form or {})
-            upload = files
-            meta = {"form": data, "files": {name: {"filename": f[0], "mime": f[2] if len(f) > 2 else None,
-                                                   "sha256": sha256_hex(f[1]), "size": len(f[1])}
-                                            for name, f in (files or {}).items()}}
-            req_sha = sha256_hex(canonical_json(meta))
-        return {"method": method.upper(), "url": info.base + proof_route, "proof_route": proof_route,
-                "headers": headers, "data": data, "upload": upload, "req_sha": req_sha,
-                "needs_token": caps.needs_token(route_id)}
+        info = self._conn_info() if route_id in ROUTES else None
+        return prepare_request(info, caps, method, route_id, params, json_body, files, form, encoded, url)
 
     def _response(self, route_id: str, resp, body: Any, attempt: int) -> OpcoResponse:
-        parsed = getattr(resp, "parsed", None)
-        bd = body if isinstance(body, dict) else {}
-        errs = reading.read_errors(parsed if parsed is not None and (resp.status >= 400 or not parsed.is_json)
-                                   else body)
-        st = reading.read_state(bd) if bd else None
-        return OpcoResponse(status=resp.status, body=body, headers=resp.headers, erreurs=errs,
-                            numero_externe=st.numero_externe if st else None,
-                            numero_deca=st.numero_deca if st else None, etat=st.etat if st else None,
-                            date_etat=st.date_etat if st else None, route_id=route_id, attempts=attempt,
-                            raw=resp.data, content_type=resp.header("Content-Type"),
-                            body_kind=parsed.kind if parsed is not None else None)
+        return make_response(route_id, resp.status, resp.headers, resp.data, attempt, getattr(resp, "parsed", None))
 
     def request(self, method: str, route_id: str, *, params: dict | None = None, json_body: Any = None,
                 files: dict | None = None, form: dict | None = None, numero_interne: str | None = None,
@@ -486,7 +543,7 @@ class OpcoHook(BaseHook):
                 last_err = "HTTP 429"
                 self._bump("rate_limited")
                 log.warning("OPCO %s %s: HTTP 429, pause %.2fs (attempt %d)", info.code, route_id, wait, attempt)
-                if limited > 5 * limit if max_attempts else limited > self.max_rate_limited:
+                if limited > (5 * limit if max_attempts else self.max_rate_limited):
                     raise OpcoUnavailable(info.code, route_id, attempt, "HTTP 429 répétés (limite de débit)")
                 continue
             if status is None or status >= 500:
@@ -520,6 +577,12 @@ class OpcoHook(BaseHook):
                     rec.response_body = rec.response_body or self._proof_body(resp.data)
                     rec.error = self._scrub(str(u))
                     self._bump("unreadable")
+                    if retry_unreadable(prep["method"], out) and failures + 1 < limit:
+                        failures += 1           # a gateway or maintenance page on a read: read again later
+                        self._record_rec(rec)
+                        rec = None
+                        time.sleep(self._backoff(failures))
+                        continue
                     raise
                 finally:
                     self._record_rec(rec)
@@ -650,8 +713,8 @@ class OpcoHook(BaseHook):
                     continue
                 if resp.ok:
                     out[n] = resp.read
-                elif resp.status == 404 and resp.body_kind == "json":
-                    out[n] = None          # the OPCO's own "unknown dossier" (JSON), not a gateway page
+                elif resp.status == 404 and (resp.body_kind == "json" or any(e.get("code") for e in resp.erreurs)):
+                    out[n] = None          # the OPCO's own "unknown dossier", not a gateway page or an empty 404
                 else:
                     fail("dossier_read_v2", self._refused(resp, "dossier_read_v2"), [n])
             todo = [n for n in todo if n not in out]
@@ -723,18 +786,10 @@ class OpcoHook(BaseHook):
         return found, absent
 
     def _read_list(self, resp: OpcoResponse, route_id: str, prefer: tuple = ()) -> list[DossierState]:
-        parsed = reading.classify(resp.raw, resp.content_type)
-        items = reading.read_items(parsed, resp.status, self.opco_code, ROUTES[route_id].method, route_id, prefer)
-        return reading.read_states(items, self.opco_code, ROUTES[route_id].method, route_id, resp.status)
+        return reading.read_list_answer(resp.raw, resp.content_type, resp.status, self.opco_code, route_id, prefer)
 
     def _refused(self, resp: OpcoResponse, route_id: str) -> OpcoError:
-        """A read route answered 4xx: the OPCO's words when it gave some, else Unreadable."""
-        route = ROUTES[route_id]
-        if resp.body_kind in ("html", "empty", "bad_json") or not resp.erreurs:
-            return Unreadable(self.opco_code, route.method, route_id,
-                              reading.classify(resp.raw, resp.content_type).describe(resp.status))
-        return OpcoError(f"{route.label} : demande refusée par l'{opco_label(self.opco_code)} "
-                         f"(HTTP {resp.status}) : {resp.error_text()}")
+        return reading.refused(resp.status, resp.raw, resp.content_type, resp.erreurs, self.opco_code, route_id)
 
     def iter_state_changes(self, date_debut: dt.datetime, date_fin: dt.datetime | None,
                            page_size: int = 1000, *, max_attempts: int | None = None,
@@ -742,34 +797,19 @@ class OpcoHook(BaseHook):
         """Every dossier whose state changed in [date_debut, date_fin), all pages (v2 etats), as the
         norm's items. Pages by number, offset/limit or next link (body or Link header), lists bare or
         wrapped (see :mod:`..reading`). :class:`Unreadable` when an answer cannot be understood."""
-        params: dict = {"numeroPage": FIRST_PAGE, "taillePage": page_size, "dateDebut": _iso(date_debut),
-                        "dateFin": _iso(date_fin) if date_fin is not None else None}
-        params = {k: v for k, v in params.items() if v is not None}
-        url = None
-        seen_pages: set = set()
-        for _ in range(max_pages):
-            resp = self.request("GET", "etats_v2", params=None if url else params, url=url, max_attempts=max_attempts,
+        params = {k: v for k, v in {"numeroPage": FIRST_PAGE, "taillePage": page_size,
+                                    "dateDebut": _iso(date_debut),
+                                    "dateFin": _iso(date_fin) if date_fin is not None else None}.items()
+                  if v is not None}
+        pager = reading.Pager(self.opco_code, self.base_url, "etats_v2", params, page_size, max_pages)
+        while pager.more():
+            resp = self.request("GET", "etats_v2", params=pager.params, url=pager.url, max_attempts=max_attempts,
                                 read=lambda r: self._read_list(r, "etats_v2", ("EtatDossierResult",)))
             if not resp.ok:
                 raise self._refused(resp, "etats_v2")
-            states: list[DossierState] = resp.read
-            sig = tuple(st.numero_interne + "\0" + str(st.date_etat) for st in states[:3]) + (len(states),)
-            if states and sig in seen_pages:   # the OPCO ignores our paging: the same page again
-                raise Unreadable(self.opco_code, "GET", "etats_v2",
-                                 "la même page revient (pagination non reconnue)", resp.status)
-            seen_pages.add(sig)
-            for st in states:
+            for st in resp.read:
                 yield st.as_item()
-            nxt = reading.next_page(resp.body, resp.headers, url or (self.base_url + ROUTES["etats_v2"].path),
-                                    self.base_url,
-                params if url is None else reading.split_url(url, self.base_url)[1], len(states), page_size)
-            if nxt is None or (url is not None and nxt.url is None):
-                return      # last page (an OPCO paging by links gives no link on its last page)
-            if nxt.url:
-                url = nxt.url
-            else:
-                params = nxt.params
-        raise Unreadable(self.opco_code, "GET", "etats_v2", f"plus de {max_pages} pages (pagination sans fin)")
+            pager.advance(resp.body, resp.headers, resp.read, resp.status)
 
     def attach_document(self, numero_interne: str, type_fichier: str, filename: str, content: bytes,
                         mime: str = "application/pdf") -> OpcoResponse:

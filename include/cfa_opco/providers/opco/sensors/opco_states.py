@@ -108,7 +108,7 @@ class OpcoDecisionSensor(BaseSensorOperator):
                                          deadline=deadline_at.isoformat(), software=self.software,
                                          proof_sink=self.proof_sink,
                                          proof_target=self.connector_conn_id if self.proof_sink else None,
-                                         run_id=self.run_id)
+                                         run_id=self.run_id, poll_failures=getattr(self, "_poll_failures", None))
         self.defer(trigger=trigger, method_name="execute_complete",
                    kwargs={"started_at": started.isoformat(), "deadline_at": deadline_at.isoformat()},
                    timeout=timedelta(seconds=remaining))
@@ -129,6 +129,7 @@ class OpcoDecisionSensor(BaseSensorOperator):
         self._deadline_at = deadline
         if event and event.get("status") == "error":
             self.log.warning("trigger: %s", event.get("message"))
+        self._poll_failures = (event or {}).get("poll_failures") or None
         done, summary = self.check(deadline, event)
         if done:
             return summary
