@@ -117,6 +117,9 @@ def summarize(context, extraction: dict, quality: dict | None = None,
         "not_processed": b["not_processed"],
         "reasons": result["reasons"],
         "failed_sources": extraction.get("failed_sources", []),
+        # ERP rows that could not be staged at all (no readable numero_interne): not dossiers
+        # of the run, shown apart so that nothing read from an ERP goes unmentioned
+        "rows_not_staged": extraction.get("rejected", 0),
         "reports": (quality or {}).get("report_index"),
     }
     out = config.reports_dir() / "runs"

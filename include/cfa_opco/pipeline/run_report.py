@@ -143,6 +143,9 @@ def write_markdown(path: Path, summary: dict, result: dict) -> Path:
              f"Dossiers extraits : **{summary['extracted']}**"
              + (f" (+ {result['staged'] - summary['extracted']} ramené(s) par un renvoi forcé)"
                 if result["staged"] > summary["extracted"] else ""), ""]
+    if summary.get("rows_not_staged"):
+        lines += [f"Lignes ERP illisibles sans numéro de dossier (non extraites, voir extraction_issue) : "
+                  f"**{summary['rows_not_staged']}**", ""]
     if summary.get("failed_sources"):
         lines += [f"**Sources non lues ce run** : {', '.join(summary['failed_sources'])}", ""]
     lines += ["| Case | Dossiers |", "|---|---:|"]
