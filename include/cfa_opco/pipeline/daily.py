@@ -119,7 +119,8 @@ def summarize(context, extraction: dict, quality: dict | None = None,
         "failed_sources": extraction.get("failed_sources", []),
         # ERP rows that could not be staged at all (no readable numero_interne): not dossiers
         # of the run, shown apart so that nothing read from an ERP goes unmentioned
-        "rows_not_staged": extraction.get("rejected", 0),
+        "rows_not_staged": extraction.get("rejected_rows", 0) + sum(
+            (src or {}).get("duplicates_count", 0) for src in (extraction.get("by_source") or {}).values()),
         "reports": (quality or {}).get("report_index"),
     }
     out = config.reports_dir() / "runs"

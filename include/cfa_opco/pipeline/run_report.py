@@ -144,7 +144,8 @@ def write_markdown(path: Path, summary: dict, result: dict) -> Path:
              + (f" (+ {result['staged'] - summary['extracted']} ramené(s) par un renvoi forcé)"
                 if result["staged"] > summary["extracted"] else ""), ""]
     if summary.get("rows_not_staged"):
-        lines += [f"Lignes ERP illisibles sans numéro de dossier (non extraites, voir extraction_issue) : "
+        lines += [f"Lignes ERP non extraites (sans numéro de dossier lisible, ou numéro en double dans une source ; "
+                  f"voir extraction_issue et le résumé d'extraction) : "
                   f"**{summary['rows_not_staged']}**", ""]
     if summary.get("failed_sources"):
         lines += [f"**Sources non lues ce run** : {', '.join(summary['failed_sources'])}", ""]
