@@ -375,6 +375,13 @@ class _Found:
         self.date_etat = body.get("dateEtat")
 
 
+def _tick(when: float, step: float = 0.25) -> float:
+    """Read-backs fall due on quarter-second ticks: those due together are read in one call."""
+    import math
+
+    return math.ceil(when / step) * step
+
+
 def _unreadable(value) -> bool:
     """A read-back value that settles nothing (the hook's Unreadable)."""
     return isinstance(value, Exception) or type(value).__name__ == "Unreadable"
@@ -729,7 +736,7 @@ class BatchTransmitter:
                 else:
                     q.put(_SEND, now + self._backoff(job.attempts), job)
                 return
-            q.put(_SETTLE, now + self.settle_delay, job)
+            q.put(_SETTLE, _tick(now + self.settle_delay), job)
             return
         job.resp = resp
         if kind == CREATED:
@@ -789,7 +796,7 @@ class BatchTransmitter:
                 if late:
                     self._in_doubt(q, job, "réponse perdue et dossier non relu avant l'échéance du lot")
                 else:
-                    q.put(_SETTLE, now + self._backoff(job.settles), job)
+                    q.put(_SETTLE, _tick(now + self._backoff(job.settles)), job)
 
     def _prepare_chunk(self, rows: list[dict], ledger: dict) -> list["_Job"]:
         """Decide each dossier's fate from the ledger; commit the new intents in one statement."""
