@@ -228,3 +228,32 @@ def test_poll_failure_limit_comes_from_the_variable(monkeypatch):
     assert failure_limit(None) == 5
     monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_POLL_FAILURE_LIMIT", "2")
     assert failure_limit(None) == 2 and failure_limit(7) == 7
+
+
+def test_the_decision_check_names_a_key_it_cannot_read_and_does_not_wait_for_it(sbx, connector_dsn):
+    """The sensor's check (opco_tasks.check_decisions): past the failure limit, a key that
+    cannot be read is named with its dossiers, and the run is done as soon as the other
+    OPCOs have decided — not a green wait until the deadline."""
+    import datetime as _dt
+
+    from cfa_opco.opco_tasks import check_decisions
+
+    good, bad = sbx.conn("atlas"), sbx.conn("constructys")
+    sbx.set_delays(instruction=1, decision=2)
+    h = OpcoHook(good, software=SOFTWARE)
+    ok = h.send_dossier(sample_dossier("atlas", SIREN, "CK-OK"))
+    assert h.attach_document("CK-OK", "CONVENTION_FORMATION", "c.pdf", b"%PDF demo").status == 201
+    record_sent(connector_dsn, good, "atlas", [ok])
+    record_sent(connector_dsn, bad, "constructys", [{"numeroInterne": "CK-C", "etat": "TRANSMIS"}])
+    sbx.advance_clock(5)
+    sbx.set_faults(error_503=1.0, opcos=["constructys"])
+    factory = lambda cid: OpcoHook(cid, max_attempts=1, backoff_base=0.01)   # noqa: E731
+    deadline = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=1)
+    outcomes = [check_decisions(run_id="run-A", connector_conn_id=connector_dsn, deadline_at=deadline,
+                                hook_factory=factory, lag_seconds=0) for _ in range(5)]   # default limit: 5
+    done, summary = outcomes[-1]
+    assert [d for d, _ in outcomes[:-1]] == [False] * 4
+    assert done and summary["status"] == "complete" and summary["accepted"] == 1
+    assert summary["suivi_impossible"] == 1 and summary["pending"] == 0
+    assert summary["suivi_impossible_keys"][bad]["dossiers"] == 1
+    assert summary["suivi_impossible_keys"][bad]["failures"] == 5

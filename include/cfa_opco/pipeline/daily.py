@@ -135,6 +135,10 @@ def summarize(context, extraction: dict, quality: dict | None = None,
         if b[bucket]:
             log.warning("%d dossier(s) %s: %s (run report: %s)", b[bucket], run_report.BUCKETS[bucket],
                         result["reasons"].get(bucket), summary["run_report"])
+    if d["suivi_impossible"]:
+        log.warning("%d dossier(s) transmis en suivi impossible (l'OPCO ne peut pas être lu) : voir le DAG "
+                    "cfa_opco_followup (tâche follow_up_health) et le rapport %s", d["suivi_impossible"],
+                    summary["run_report"])
     run_report.check_totals(summary["extracted"], result)
     if summary["failed_sources"]:
         raise RuntimeError(f"sources not extracted this run: {', '.join(summary['failed_sources'])} "
