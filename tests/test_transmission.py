@@ -404,3 +404,33 @@ def test_an_avenant_whose_base_is_quarantined_waits_in_the_ledger_with_the_reaso
     assert waiting[avenant]["contrat_de_base"] == base and "quarantaine" in waiting[avenant]["raison"]
     assert sum(result["buckets"].values()) == result["staged"]
     assert planned["routed"] > 0
+
+
+def test_counts_that_do_not_add_up_fail_loudly_in_french():
+    from cfa_opco.pipeline.run_report import CountsDoNotAddUp, check_totals
+
+    result = {"staged": 10, "forced_in": 0, "buckets": {"transmitted": 7, "quarantined": 3, "in_doubt": 0}}
+    check_totals(10, result)                                   # adds up
+    with pytest.raises(CountsDoNotAddUp, match="ne tombent pas juste.*12 dossier"):
+        check_totals(12, result)                               # two extracted dossiers in no bucket
+    with pytest.raises(CountsDoNotAddUp, match="transmitted 7, quarantined 4"):
+        check_totals(10, {**result, "buckets": {"transmitted": 7, "quarantined": 4}})   # one counted twice
+    check_totals(9, {**result, "forced_in": 1})                # one brought in by a forced resend
+
+
+def test_run_buckets_put_every_staged_dossier_in_exactly_one_bucket(staged):
+    """After a partial transmission (one key only), every staged dossier is in one bucket:
+    the keys not sent are 'not_processed', never missing from the counts."""
+    from cfa_opco.pipeline.run_report import run_buckets
+
+    planned = plan(RUN, staged["connector"])
+    batch = min(planned["batches"]["atlas"], key=lambda b: b["count"])
+    r = transmit_batch(RUN, staged["connector"], batch["conn_id"], sources=None, max_workers=4, retry_base=0.01)
+    result = run_buckets(staged["connector"], RUN)
+    b = result["buckets"]
+    assert sum(b.values()) == result["staged"] == 2000
+    assert b["transmitted"] == r["sent"] > 0 and b["waiting"] == r["waiting"]
+    assert b["not_processed"] == planned["routed"] - batch["count"] > 1000 and b["quarantined"] > 100
+    assert result["reasons"]["not_processed"] == {"aucun envoi enregistré pour ce run": b["not_processed"]}
+    assert b["needs_human_decision"] > 0 and b["not_transmissible"] > 0 and b["in_doubt"] == 0
+    assert sum(result["decisions"].values()) == b["transmitted"]
