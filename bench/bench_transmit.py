@@ -6,7 +6,15 @@ capacity measured by wrk with the same payloads, in one run:
   divided by the dossier POSTs/s wrk sustains on the same sandbox (measured just before
   and just after the transmission, averaged);
 - rate_limited_share_of_allowed: with the sandbox's limit on (10 requests/s per key), the
-  achieved rate per key as a share of the allowed rate, and the 429s received.
+  achieved rate per key as a share of the allowed rate, and the 429s received;
+- transmit_heavy_faults_to_clean_ratio: the same dossiers sent twice in one run of this
+  script, into two fresh connector databases, once with the sandbox's faults off and once
+  with its ``heavy`` preset (15 % 503, 15 % 429 with Retry-After 1–2 s, 3 % answers held 35 s
+  after the write, 2 % connections dropped after the write, on every route): dossiers/s
+  brought to a final state (sent, confirmed by reading back, or refused) with faults over
+  without; same threads and read timeout in both (printed);
+- transmit_heavy_faults_duplicates: dossiers the sandbox created twice in the heavy run
+  (its own count), and the dossiers left in doubt, printed alongside.
 Documents are left out of both figures (they are separate requests: their throughput is
 printed as an information line)."""
 from __future__ import annotations
@@ -48,16 +56,37 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration")
     parser.add_argument("--processes", type=int, default=3, help="mapped tasks at once")
     parser.add_argument("--threads", type=int, default=8, help="threads per mapped task (operator default)")
+    parser.add_argument("--heavy-processes", type=int, default=10,
+                        help="mapped tasks at once in the heavy-faults comparison (both of its runs): several "
+                             "OPCO pools at once, as in the DAG")
+    parser.add_argument("--heavy-threads", type=int, default=32,
+                        help="threads per mapped task in the heavy-faults comparison (both of its runs)")
+    parser.add_argument("--read-timeout", type=float, default=2.0,
+                        help="read timeout of the sends in the heavy-faults comparison (both of its runs)")
+    parser.add_argument("--only-heavy", action="store_true", help="only the heavy-faults comparison")
+    parser.add_argument("--heavy-dossiers", type=int, default=3000,
+                        help="dossiers of the heavy-faults comparison (seeded apart, sent in both of its runs)")
+    parser.add_argument("--no-hook-pause", action="store_true",
+                        help="experiment: the hook's pacer does not pause the whole key on every 429 (the runner "
+                             "pauses it on consecutive 429s only); printed as a separate, labelled figure")
     args = parser.parse_args()
-
-    from cfa_opco.sandbox import sample_dossier
-    from cfa_opco.sandbox.loadtest import measure_post_capacity
-    from cfa_opco.sandbox.testing import run_sandbox
-    from cfa_opco.stack.airflow_settings import sandbox_connection_env
 
     erps = seeded_erps(args.transmit_dossiers, seed=11)
     sources = [dataclasses.replace(s, pieces_sql=None) for s in bench_sources(erps)]
     print(f"# seeded {args.transmit_dossiers} dossiers in {erps['seconds']:.1f} s")
+
+    if not args.only_heavy:
+        _capacity_and_rate_limit(args, sources)
+    if args.heavy_dossiers != args.transmit_dossiers:
+        erps = seeded_erps(args.heavy_dossiers, seed=13)
+        sources = [dataclasses.replace(s, pieces_sql=None) for s in bench_sources(erps)]
+    _heavy_faults(args, sources)
+
+
+def _capacity_and_rate_limit(args, sources) -> None:
+    from cfa_opco.sandbox.loadtest import measure_post_capacity
+    from cfa_opco.sandbox.testing import run_sandbox
+    from cfa_opco.stack.airflow_settings import sandbox_connection_env
 
     # ---- 1. rate limit off: capacity (wrk) and transmission, same sandbox, same payloads
     with run_sandbox(instant=True, rate_limit=0) as sbx:
@@ -122,6 +151,64 @@ def main() -> None:
         print(f"# HTTP 429 received: {n429}")
         print(f"rate_limited_share_of_allowed: {min(shares):.2f}")
         print(f"rate_limited_429_count: {n429}")
+
+
+def _transmit_heavy(args) -> dict:
+    run_id, connector, conn_id, workers, read_timeout, no_hook_pause = args
+    from cfa_opco.transmission import transmit_batch
+
+    if no_hook_pause:   # experiment only (--no-hook-pause): see the option's help
+        from cfa_opco.providers.opco.hooks import opco as hook_module
+
+        hook_module.Pacer.penalize = lambda self, seconds: None
+
+    return transmit_batch(run_id, connector, conn_id, sources=None, max_workers=workers, read_timeout=read_timeout,
+                          retry_base=0.1, deadline_seconds=600)
+
+
+def _heavy_faults(args, sources) -> None:
+    """The same dossiers, faults off then the heavy preset, same sandbox, same settings."""
+    from cfa_opco.connector import migrate
+    from cfa_opco.sandbox.testing import run_sandbox
+    from cfa_opco.stack.airflow_settings import sandbox_connection_env
+
+    # idempotency off: a dossier sent twice is created twice, so the count shows any double
+    with run_sandbox(instant=True, rate_limit=0, overrides={"idempotency": False}) as sbx:
+        os.environ.update(sandbox_connection_env(sbx.port, extra_overrides={"rate_limit_per_second": 0}))
+        rates, out = {}, {}
+        for label, preset in (("clean", "off"), ("heavy", "heavy")):
+            connector = fresh_database(f"bench_connector_{label}")
+            migrate(connector)
+            planned = _prepare(f"bench_{label}", connector, sources)
+            batches = sorted((b for bs in planned["batches"].values() for b in bs), key=lambda b: -b["count"])
+            sbx.reset(keep_settings=True)
+            sbx.set_fault_preset(preset)
+            with cf.ProcessPoolExecutor(max_workers=args.heavy_processes) as pool:
+                t0 = time.perf_counter()
+                results = list(pool.map(_transmit_heavy, [(f"bench_{label}", connector, b["conn_id"],
+                                                           args.heavy_threads, args.read_timeout, args.no_hook_pause)
+                                                          for b in batches]))
+                elapsed = time.perf_counter() - t0
+            sbx.set_fault_preset("off")
+            final = sum(r["sent"] + r["resolved_in_doubt"] + r["rejected"] for r in results)
+            tot = {k: sum(r[k] for r in results) for k in ("sent", "resolved_in_doubt", "rejected", "in_doubt",
+                                                             "retried_later", "ambiguous", "read_backs",
+                                                             "key_pauses")}
+            rates[label] = final / elapsed
+            out[label] = (tot, sbx.duplicates_created(), sum(b["count"] for b in batches))
+            print(f"# {label} ({preset} faults): {final} of {out[label][2]} dossiers final in {elapsed:.1f} s = "
+                  f"{rates[label]:.0f}/s; {tot}; created twice at the sandbox: {out[label][1]}")
+        print(f"# both runs: {len(batches)} (OPCO, SIREN) batches, {args.heavy_processes} at a time x "
+              f"{args.heavy_threads} threads, read timeout {args.read_timeout:.1f} s (a held answer is read back "
+              "after it), Retry-After honoured per request, the key paused only on consecutive 429s")
+        if args.no_hook_pause:   # an experiment, never the reported figure
+            print("# EXPERIMENT --no-hook-pause: the hook's pacer did not pause the key on each 429")
+            print(f"experiment_no_hook_pause_heavy_to_clean_ratio: {rates['heavy'] / rates['clean']:.2f}")
+            print(f"experiment_no_hook_pause_duplicates: {out['heavy'][1]}")
+            return
+        print(f"transmit_heavy_faults_to_clean_ratio: {rates['heavy'] / rates['clean']:.2f}")
+        print(f"transmit_heavy_faults_in_doubt: {out['heavy'][0]['in_doubt']}")
+        print(f"transmit_heavy_faults_duplicates: {out['heavy'][1]}")
 
 
 def _limited(connector: str, conn_id: str, limit: int) -> tuple[int, float]:

@@ -9,7 +9,15 @@ that sent them has finished (instruction takes days or weeks):
    the window since the last read (cost grows with the number of changes, not with the
    stock), v1-only OPCOs through `/v1/dossiers/liste` (100 dossiers per call). States,
    refusal motives and missing documents land in `opco_dossier` / `opco_state_change`.
-2. **check_keys** — asks each OPCO key for its expiry date (`/v2/cfakeyinfo`) and logs a
+2. **settle_in_doubt** — every dossier left "in doubt" by a send whose answer was lost
+   (PENDING in the ledger, whatever the run) is read back at its OPCO; found, it is recorded
+   as sent; provably absent, it is sent (once); unreadable, it stays in doubt, counted, and
+   the next run of this DAG tries again.
+3. **follow_up_health** — fails, naming the OPCO and the key, when a key's polls have
+   failed `poll_failure_limit` times in a row (param, else Variable
+   `cfa_opco_poll_failure_limit`, default 5): its open dossiers are marked "suivi impossible"
+   with the reason; the other keys' decisions were recorded by sync_states all the same.
+4. **check_keys** — asks each OPCO key for its expiry date (`/v2/cfakeyinfo`) and logs a
    warning for every key expiring within `cfa_opco_key_expiry_warning_days` days
    (Variable, default 30), so a new key is requested from the OPCO's extranet in time.
 
@@ -23,7 +31,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 DEFAULT_ARGS = {
     "owner": "cfa-data",
@@ -43,6 +51,11 @@ DEFAULT_ARGS = {
     default_args=DEFAULT_ARGS,
     tags=["cfa", "opco", "apprentissage", "suivi"],
     doc_md=__doc__,
+    params={
+        "poll_failure_limit": Param(None, type=["null", "integer"], minimum=1,
+                                    description="Failing polls in a row before a key's dossiers are marked "
+                                                "'suivi impossible' (empty: Variable cfa_opco_poll_failure_limit, 5)."),
+    },
 )
 def cfa_opco_followup():
     @task
@@ -52,12 +65,52 @@ def cfa_opco_followup():
 
         from cfa_opco.writeback import ErpWriteback
 
-        result = sync(CONNECTOR_CONN_ID, run_id=context["run_id"], software=software(), writeback=ErpWriteback())
+        result = sync(CONNECTOR_CONN_ID, run_id=context["run_id"], software=software(), writeback=ErpWriteback(),
+                      poll_failure_limit=context["params"].get("poll_failure_limit"))
         for conn_id, error in result["errors"].items():
-            context["ti"].log.warning("suivi %s impossible : %s", conn_id, error)
+            context["ti"].log.warning("lecture de suivi %s en échec (%d de suite) : %s", conn_id,
+                                      result["poll_failures"].get(conn_id, 0), error)
         per = {k: {"requests": v["requests"], "changes": v["changes"]} for k, v in result["per_connection"].items()}
         return {"connections": result["connections"], "requests": result["requests"], "changes": result["changes"],
-                "by_etat": result["by_etat"], "errors": result["errors"], "per_connection": per}
+                "by_etat": result["by_etat"], "errors": result["errors"], "per_connection": per,
+                "poll_failures": result["poll_failures"], "suivi_impossible": result["suivi_impossible"]}
+
+    @task
+    def settle_in_doubt(**context) -> dict:
+        from cfa_opco.pipeline.config import CONNECTOR_CONN_ID, software, sources_file
+        from cfa_opco.sources import load_sources
+        from cfa_opco.transmission import settle_in_doubt as settle
+
+        result = settle(CONNECTOR_CONN_ID, sources=load_sources(sources_file()), software=software())
+        if result["after"]:
+            context["ti"].log.warning("%d dossier(s) toujours en doute (réponse perdue, OPCO illisible) : "
+                                      "le prochain run de ce DAG les relit encore", result["after"])
+        return {"before": result["before"], "after": result["after"], "errors": result["errors"],
+                "per_batch": {k: {n: v.get(n, 0) for n in ("resolved_in_doubt", "sent", "in_doubt")}
+                              for k, v in result["per_batch"].items()}}
+
+    @task(trigger_rule="all_done")
+    def follow_up_health(**context) -> dict:
+        """Fails, naming each key, when a key cannot be read any more: visible, not a green wait."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from cfa_opco.followup import failure_limit, poll_health
+        from cfa_opco.pipeline.config import CONNECTOR_CONN_ID
+
+        limit = failure_limit(context["params"].get("poll_failure_limit"))
+        health = poll_health(CONNECTOR_CONN_ID)
+        failing = {k: v for k, v in health.items() if v["consecutive_failures"] >= limit}
+        for conn_id, h in health.items():
+            context["ti"].log.warning("%s : %d lecture(s) de suivi en échec de suite (limite %d), %d dossier(s) "
+                                      "en suivi impossible — %s", conn_id, h["consecutive_failures"], limit,
+                                      h["dossiers"], h["last_error"])
+        if failing:
+            raise AirflowFailException(
+                "Suivi impossible pour " + "; ".join(
+                    f"{cid} ({h['consecutive_failures']} échecs de suite, {h['dossiers']} dossier(s)) : "
+                    f"{(h['last_error'] or '')[:200]}" for cid, h in failing.items())
+                + " — les décisions des autres OPCO ont été enregistrées ; vérifiez la clé et l'API de ces OPCO")
+        return {"limit": limit, "failing_polls": {k: v["consecutive_failures"] for k, v in health.items()}}
 
     @task
     def check_keys(**context) -> dict:
@@ -70,7 +123,9 @@ def cfa_opco_followup():
             context["ti"].log.warning("%s", text)
         return {"days": days, "warnings": warnings}
 
-    sync_states()
+    synced = sync_states()
+    synced >> settle_in_doubt()
+    synced >> follow_up_health()
     check_keys()
 
 

@@ -67,6 +67,18 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
         assert summary["transmitted"] == ledger["SENT"] > 1500
         assert summary["extracted"] == 2000
         assert summary["passed_quality"] + summary["quarantined"] == 2000
+        # every extracted dossier in exactly one visible bucket; nothing in doubt, nothing left out
+        buckets = summary["buckets"]
+        assert sum(buckets.values()) == summary["extracted"], buckets
+        assert buckets["in_doubt"] == 0 and buckets["not_processed"] == 0, buckets
+        assert buckets["needs_human_decision"] > 0 and buckets["not_transmissible"] > 0, buckets
+        assert sum(summary["decisions"].values()) == buckets["transmitted"]
+        waiting = dict(rows(connector, """SELECT numero_interne, message FROM transmission WHERE run_id = %s
+                                           AND status = 'WAITING'""", run_id))
+        assert buckets["waiting"] == len(waiting)
+        assert all("contrat de base" in m for m in waiting.values()), waiting
+        report = Path(summary["run_report"]).read_text(encoding="utf-8")
+        assert "| **Total** | **2000** |" in report and "Décision humaine nécessaire" in report
         # every seeded defect quarantined, no clean dossier quarantined
         truth = {n for (n,) in rows(seeded_erp["erp_main"], "SELECT numero_interne FROM seed_ground_truth")}
         quarantined = {n for (n,) in rows(connector, """SELECT numero_interne FROM quality_verdict

@@ -181,3 +181,79 @@ def test_key_warnings(sbx, connector_dsn):
     w = key_warnings(connector_dsn, 30, conn_ids=ids)
     assert list(w) == ["opco_constructys_418936522"] and "expire le" in w["opco_constructys_418936522"]
     assert key_warnings(connector_dsn, 5, conn_ids=ids) == {}
+
+
+def test_a_key_that_cannot_be_read_is_marked_suivi_impossible_and_the_others_complete(sbx, connector_dsn):
+    """Issue 10 point 9: failing polls are counted per key; from the limit on, that key's open
+    dossiers are "suivi impossible" with the reason (not pending: the run does not wait for
+    them), the other OPCO's decisions are recorded all the same; one good read clears it."""
+    from cfa_opco.followup import poll_health
+
+    good, bad = sbx.conn("atlas"), sbx.conn("constructys")
+    sbx.set_delays(instruction=1, decision=2)
+    record_sent(connector_dsn, good, "atlas", send_three(sbx, "atlas", "PH-A"))
+    record_sent(connector_dsn, bad, "constructys", send_three(sbx, "constructys", "PH-C"))
+    sbx.advance_clock(5)
+    sbx.set_faults(error_503=1.0, opcos=["constructys"])
+    factory = lambda cid: OpcoHook(cid, max_attempts=1, backoff_base=0.01)   # noqa: E731
+    decided = {}
+    for i in (1, 2):
+        r = sync_states(connector_dsn, lag_seconds=0, hook_factory=factory, poll_failure_limit=3)
+        assert set(r["errors"]) == {bad} and r["poll_failures"] == {bad: i} and r["suivi_impossible"] == {}
+        for k, v in r["by_etat"].items():
+            decided[k] = decided.get(k, 0) + v
+    assert decided.get("ENGAGE") == 1 and decided.get("REFUSE") == 1     # atlas went on
+    r = sync_states(connector_dsn, lag_seconds=0, hook_factory=factory, poll_failure_limit=3)
+    mark = r["suivi_impossible"][bad]
+    assert mark["dossiers"] == 3 and mark["failures"] == 3
+    assert "Suivi impossible" in mark["reason"] and bad in mark["reason"] and "503" in mark["reason"]
+    reasons = rows(connector_dsn, """SELECT DISTINCT suivi_impossible_reason FROM opco_dossier
+                                    WHERE conn_id = %s""", bad)
+    assert len(reasons) == 1 and reasons[0][0] == mark["reason"]
+    s = run_summary(connector_dsn, "run-A")
+    assert s["suivi_impossible"] == 3 and s["pending"] == 1 and s["accepted"] == 1   # atlas' INC waits on docs
+    assert poll_health(connector_dsn)[bad]["consecutive_failures"] == 3
+    # the OPCO answers again: the key is read, the mark goes, its decisions come in
+    sbx.clear_faults()
+    r = sync_states(connector_dsn, lag_seconds=0, hook_factory=factory, poll_failure_limit=3)
+    assert r["errors"] == {} and r["suivi_impossible"] == {}
+    assert rows(connector_dsn, "SELECT count(*) FROM opco_dossier WHERE suivi_impossible_at IS NOT NULL")[0][0] == 0
+    assert poll_health(connector_dsn) == {}
+    assert run_summary(connector_dsn, "run-A")["suivi_impossible"] == 0
+
+
+def test_poll_failure_limit_comes_from_the_variable(monkeypatch):
+    from cfa_opco.followup import failure_limit
+
+    assert failure_limit(None) == 5
+    monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_POLL_FAILURE_LIMIT", "2")
+    assert failure_limit(None) == 2 and failure_limit(7) == 7
+
+
+def test_the_decision_check_names_a_key_it_cannot_read_and_does_not_wait_for_it(sbx, connector_dsn):
+    """The sensor's check (opco_tasks.check_decisions): past the failure limit, a key that
+    cannot be read is named with its dossiers, and the run is done as soon as the other
+    OPCOs have decided — not a green wait until the deadline."""
+    import datetime as _dt
+
+    from cfa_opco.opco_tasks import check_decisions
+
+    good, bad = sbx.conn("atlas"), sbx.conn("constructys")
+    sbx.set_delays(instruction=1, decision=2)
+    h = OpcoHook(good, software=SOFTWARE)
+    ok = h.send_dossier(sample_dossier("atlas", SIREN, "CK-OK"))
+    assert h.attach_document("CK-OK", "CONVENTION_FORMATION", "c.pdf", b"%PDF demo").status == 201
+    record_sent(connector_dsn, good, "atlas", [ok])
+    record_sent(connector_dsn, bad, "constructys", [{"numeroInterne": "CK-C", "etat": "TRANSMIS"}])
+    sbx.advance_clock(5)
+    sbx.set_faults(error_503=1.0, opcos=["constructys"])
+    factory = lambda cid: OpcoHook(cid, max_attempts=1, backoff_base=0.01)   # noqa: E731
+    deadline = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=1)
+    outcomes = [check_decisions(run_id="run-A", connector_conn_id=connector_dsn, deadline_at=deadline,
+                                hook_factory=factory, lag_seconds=0) for _ in range(5)]   # default limit: 5
+    done, summary = outcomes[-1]
+    assert [d for d, _ in outcomes[:-1]] == [False] * 4
+    assert done and summary["status"] == "complete" and summary["accepted"] == 1
+    assert summary["suivi_impossible"] == 1 and summary["pending"] == 0
+    assert summary["suivi_impossible_keys"][bad]["dossiers"] == 1
+    assert summary["suivi_impossible_keys"][bad]["failures"] == 5

@@ -239,27 +239,112 @@ class _ConnSync:
                 db.commit()
 
 
+DEFAULT_POLL_FAILURE_LIMIT = 5
+
+
+def failure_limit(value: int | None = None) -> int:
+    """The limit of failing polls in a row before a key's dossiers are "suivi impossible":
+    ``value``, else the Variable cfa_opco_poll_failure_limit, else 5."""
+    if value is None:
+        try:
+            from cfa_opco.pipeline.config import variable
+
+            value = variable("cfa_opco_poll_failure_limit", DEFAULT_POLL_FAILURE_LIMIT)
+        except Exception:
+            value = DEFAULT_POLL_FAILURE_LIMIT
+    return max(1, int(value))
+
+
+def record_poll(connector: str, conn_id: str, error: str | None, limit: int) -> dict | None:
+    """Count one poll of a key (followup_poll). A success clears the count and the key's
+    "suivi impossible"; a failure counts, and from ``limit`` failures in a row the key's open
+    dossiers are marked "suivi impossible" with the reason. Returns that mark, or None."""
+    from cfa_opco.providers.opco.norm import opco_label, parse_conn_id
+
+    opco, siren = parse_conn_id(conn_id)
+    conn = _connect(connector)
+    try:
+        with conn.cursor() as cur:
+            if error is None:
+                cur.execute("""INSERT INTO followup_poll (conn_id, opco_code, last_success_at) VALUES (%s, %s, now())
+                               ON CONFLICT (conn_id) DO UPDATE SET consecutive_failures = 0, last_success_at = now(),
+                                      impossible_since = NULL""", (conn_id, opco))
+                cur.execute("""UPDATE opco_dossier SET suivi_impossible_at = NULL, suivi_impossible_reason = NULL
+                               WHERE conn_id = %s AND suivi_impossible_at IS NOT NULL""", (conn_id,))
+                conn.commit()
+                return None
+            cur.execute("""INSERT INTO followup_poll (conn_id, opco_code, consecutive_failures, total_failures,
+                                                      last_error, last_failure_at)
+                           VALUES (%s, %s, 1, 1, %s, now())
+                           ON CONFLICT (conn_id) DO UPDATE SET
+                               consecutive_failures = followup_poll.consecutive_failures + 1,
+                               total_failures = followup_poll.total_failures + 1,
+                               last_error = EXCLUDED.last_error, last_failure_at = now()
+                           RETURNING consecutive_failures""", (conn_id, opco, error[:1000]))
+            failures = cur.fetchone()[0]
+            mark = None
+            if failures >= limit:
+                who = f"{opco_label(opco) if opco else conn_id} (SIREN {siren or '?'}, connexion {conn_id})"
+                reason = (f"Suivi impossible : {failures} lectures de suivi de suite ont échoué chez l'{who} — "
+                          f"dernière erreur : {error[:300]}. Vérifiez la clé et l'état de l'API de l'OPCO ; le suivi "
+                          "reprend seul à la première lecture réussie")
+                cur.execute("UPDATE followup_poll SET impossible_since = COALESCE(impossible_since, now()) "
+                            "WHERE conn_id = %s", (conn_id,))
+                cur.execute(f"""UPDATE opco_dossier SET suivi_impossible_at = COALESCE(suivi_impossible_at, now()),
+                                       suivi_impossible_reason = %s
+                                WHERE conn_id = %s AND etat NOT IN {_FINAL_SQL}""", (reason, conn_id))
+                mark = {"dossiers": cur.rowcount, "failures": failures, "reason": reason}
+        conn.commit()
+        return mark
+    finally:
+        conn.close()
+
+
+def poll_health(connector: str, conn_ids: Iterable[str] | None = None) -> dict[str, dict]:
+    """{conn_id: {consecutive_failures, last_error, impossible_since, dossiers}} of the keys
+    that failed their last poll (what a sensor or a DAG shows per key)."""
+    conn = _connect(connector)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"""SELECT f.conn_id, f.consecutive_failures, f.last_error, f.impossible_since,
+                                   (SELECT count(*) FROM opco_dossier d WHERE d.conn_id = f.conn_id
+                                       AND d.suivi_impossible_at IS NOT NULL AND d.etat NOT IN {_FINAL_SQL})
+                            FROM followup_poll f WHERE f.consecutive_failures > 0
+                              AND (%s::text[] IS NULL OR f.conn_id = ANY(%s::text[])) ORDER BY 1""",
+                        (list(conn_ids) if conn_ids is not None else None,) * 2)
+            return {cid: {"consecutive_failures": n, "last_error": err, "impossible_since": since,
+                          "dossiers": dossiers} for cid, n, err, since, dossiers in cur.fetchall()}
+    finally:
+        conn.close()
+
+
 def sync_states(connector: str, conn_ids: list[str] | None = None, *, hook_factory: Callable[[str], Any] | None = None,
                 lag_seconds: float = 2, page_size: int = 1000, writeback: Callable[[str, list[dict]], None] | None = None,
                 run_id: str | None = None, stale_after: dt.timedelta | None = dt.timedelta(hours=24),
-                max_workers: int = 4, record_proofs: bool = True, software: dict | None = None) -> dict:
+                max_workers: int = 4, record_proofs: bool = True, software: dict | None = None,
+                poll_failure_limit: int | None = None) -> dict:
     """Sync the OPCO states of every connection with open dossiers (or of ``conn_ids``).
 
     ``hook_factory(conn_id) -> OpcoHook`` (default: an OpcoHook whose every request is
     recorded in exchange_proof); ``writeback(source_id, rows)`` is called with the rows whose
     state changed (after commit) so decisions can be written back to the ERP.
-    Returns {connections, requests, seen, changes, unknown, by_etat, per_connection, errors}.
-    A connection that fails (bad key, OPCO down) is reported in ``errors``; the others go on."""
+    Returns {connections, requests, seen, changes, unknown, by_etat, per_connection, errors,
+    poll_failures, suivi_impossible}. A connection that fails (bad key, OPCO down, an answer
+    that cannot be read) is reported in ``errors`` and counted per key (``poll_failures``:
+    failures in a row); from ``poll_failure_limit`` in a row (default: the Variable
+    cfa_opco_poll_failure_limit, else 5) its open dossiers are marked "suivi impossible"
+    (``suivi_impossible``: {conn_id: {dossiers, failures, reason}}); the others go on."""
     from cfa_opco.db.connect import cached_connections
 
     with cached_connections():
         return _sync_states(connector, conn_ids, hook_factory=hook_factory, lag_seconds=lag_seconds,
                             page_size=page_size, writeback=writeback, run_id=run_id, stale_after=stale_after,
-                            max_workers=max_workers, record_proofs=record_proofs, software=software)
+                            max_workers=max_workers, record_proofs=record_proofs, software=software,
+                            poll_failure_limit=failure_limit(poll_failure_limit))
 
 
 def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, writeback, run_id, stale_after,
-                 max_workers, record_proofs, software) -> dict:
+                 max_workers, record_proofs, software, poll_failure_limit) -> dict:
     from cfa_opco.db.connect import airflow_connection, dsn_for
 
     connector = dsn_for(connector)   # resolved here: worker threads cannot look connections up
@@ -282,9 +367,24 @@ def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, w
         def hook_factory(cid: str):
             return OpcoHook(cid, software=software, proof_sink=recorder, run_id=run_id)
     lag = dt.timedelta(seconds=lag_seconds)
+
+    def _count_poll(cid: str, error: str | None) -> dict | None:
+        try:
+            mark = record_poll(connector, cid, error, poll_failure_limit)
+        except Exception as exc:   # the count itself failing must not hide the sync's outcome
+            log.error("follow-up poll of %s not counted: %s", cid, exc)
+            return None
+        if error is not None:
+            with lock:
+                result["poll_failures"][cid] = (mark or {}).get("failures") or \
+                    result["poll_failures"].get(cid, 0) + 1
+        if mark:
+            log.error("%s (%d dossier(s))", mark["reason"], mark["dossiers"])
+        return mark
+
     result: dict[str, Any] = {"connections": len(targets), "open_before": sum(open_by_conn.values()),
                               "requests": 0, "seen": 0, "changes": 0, "unknown": 0, "by_etat": {},
-                              "per_connection": {}, "errors": {}}
+                              "per_connection": {}, "errors": {}, "poll_failures": {}, "suivi_impossible": {}}
     lock = threading.Lock()
 
     def one(cid: str) -> None:
@@ -293,16 +393,21 @@ def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, w
             hook = hook_factory(cid)
             out = _ConnSync(connector, cid, hook, lag=lag, page_size=page_size, writeback=writeback,
                             stale_after=stale_after).run()
-        except Exception as exc:
-            log.warning("state sync of %s failed: %s", cid, exc)
+        except Exception as exc:   # an OPCO down, a key refused, an answer nobody can read
+            text = str(exc) or type(exc).__name__
+            log.warning("state sync of %s failed: %s", cid, text)
+            mark = _count_poll(cid, f"{type(exc).__name__}: {text}"[:500])
             with lock:
-                result["errors"][cid] = str(exc)[:500]
+                result["errors"][cid] = text[:500]
                 if hook is not None:
                     result["requests"] += getattr(hook, "request_count", 0)
+                if mark:
+                    result["suivi_impossible"][cid] = mark
             return
         finally:
             if hook is not None and hasattr(hook, "close"):
                 hook.close()
+        _count_poll(cid, None)
         with lock:
             out["by_etat"] = dict(out["by_etat"])
             result["per_connection"][cid] = out
@@ -321,8 +426,12 @@ def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, w
     finally:
         if recorder is not None:
             recorder.close()
-    log.info("state sync: %d connection(s), %d request(s), %d change(s) %s, %d error(s)", result["connections"],
-             result["requests"], result["changes"], result["by_etat"], len(result["errors"]))
+    if result["errors"]:   # the failures in a row, as counted (a key below the limit too)
+        for cid, h in poll_health(connector, list(result["errors"])).items():
+            result["poll_failures"][cid] = h["consecutive_failures"]
+    log.info("state sync: %d connection(s), %d request(s), %d change(s) %s, %d error(s), suivi impossible: %s",
+             result["connections"], result["requests"], result["changes"], result["by_etat"], len(result["errors"]),
+             {k: v["dossiers"] for k, v in result["suivi_impossible"].items()} or "none")
     return result
 
 
@@ -341,20 +450,25 @@ def pending_for_run(connector: str, run_id: str) -> list[dict]:
 
 
 def run_summary(connector: str, run_id: str, pending_limit: int = 200) -> dict:
-    """Counts of the run's dossiers: accepted, refused, cancelled, pending (incomplete among them)."""
+    """Counts of the run's dossiers: accepted, refused, cancelled, pending (incomplete among
+    them), suivi_impossible (their key could not be read: counted apart, not waited for)."""
     conn = _connect(connector)
     try:
         with conn.cursor() as cur:
-            cur.execute("""SELECT etat, (anomalies IS NOT NULL AND anomalies <> '[]'::jsonb), count(*)
-                           FROM opco_dossier WHERE first_run_id = %s GROUP BY 1, 2""", (run_id,))
+            cur.execute("""SELECT etat, (anomalies IS NOT NULL AND anomalies <> '[]'::jsonb),
+                                  suivi_impossible_at IS NOT NULL, count(*)
+                           FROM opco_dossier WHERE first_run_id = %s GROUP BY 1, 2, 3""", (run_id,))
             rows = cur.fetchall()
     finally:
         conn.close()
-    s = {"total": 0, "accepted": 0, "refused": 0, "cancelled": 0, "pending": 0, "incomplete": 0, "by_etat": {}}
-    for etat, incomplete, n in rows:
+    s = {"total": 0, "accepted": 0, "refused": 0, "cancelled": 0, "pending": 0, "incomplete": 0,
+         "suivi_impossible": 0, "by_etat": {}}
+    for etat, incomplete, impossible, n in rows:
         s["total"] += n
         s["by_etat"][etat] = s["by_etat"].get(etat, 0) + n
-        if etat in ACCEPTED_STATES:
+        if impossible and etat not in FINAL_STATES:
+            s["suivi_impossible"] += n   # not "pending": nobody can read it — shown, not waited for
+        elif etat in ACCEPTED_STATES:
             s["accepted"] += n
         elif etat == "REFUSE":
             s["refused"] += n

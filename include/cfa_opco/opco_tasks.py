@@ -71,7 +71,17 @@ def check_decisions(*, run_id: str, connector_conn_id: str, deadline_at: dt.date
     summary = followup.run_summary(connector_conn_id, run_id)
     summary.update(run_id=run_id, deadline=deadline_at.isoformat(),
                    sync={"requests": sync.get("requests", 0), "changes": sync.get("changes", 0),
-                         "errors": sync.get("errors", {})})
+                         "errors": sync.get("errors", {}), "poll_failures": sync.get("poll_failures", {})})
+    if summary.get("suivi_impossible"):
+        # keys read in vain past the limit: their dossiers are not waited for (run_summary does
+        # not count them as pending), and each key is named, loud, with the reason
+        health = followup.poll_health(connector_conn_id)
+        summary["suivi_impossible_keys"] = {cid: {"dossiers": h["dossiers"], "failures": h["consecutive_failures"],
+                                                  "last_error": (h["last_error"] or "")[:300]}
+                                            for cid, h in health.items() if h["dossiers"]}
+        for cid, h in summary["suivi_impossible_keys"].items():
+            lg.error("suivi impossible %s : %d dossier(s), %d lectures en échec de suite — %s", cid, h["dossiers"],
+                     h["failures"], h["last_error"])
     failures = (event or {}).get("poll_failures") or {}
     if failures:
         summary["poll_failures"] = failures

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -33,8 +34,27 @@ from cfa_opco.providers.opco.proofs import canonical_json
 
 log = logging.getLogger(__name__)
 
-SENT, PENDING, REJECTED, BLOCKED, DRY_RUN = "SENT", "PENDING", "REJECTED", "BLOCKED", "DRY_RUN"
+
+class Status:
+    """The status of a ledger row (``transmission.status``), in one place."""
+    SENT = "SENT"           # the OPCO holds it (answer read, or confirmed by reading back)
+    PENDING = "PENDING"     # intent committed, outcome unknown: in doubt until read back
+    REJECTED = "REJECTED"   # the OPCO refused the payload (4xx with its erreurs)
+    BLOCKED = "BLOCKED"     # not sent, and will not be as such (route not served, key refused, changed after send...)
+    WAITING = "WAITING"     # not sent yet: waits for another dossier (an avenant for its base contract)
+    DRY_RUN = "DRY_RUN"     # payload built and checked, nothing sent
+    ALL = (SENT, PENDING, REJECTED, BLOCKED, WAITING, DRY_RUN)
+    LABELS = {SENT: "transmis", PENDING: "en doute", REJECTED: "refusé par l'OPCO", BLOCKED: "non transmissible",
+              WAITING: "en attente d'un autre dossier", DRY_RUN: "essai à blanc"}
+
+
+SENT, PENDING, REJECTED, BLOCKED, DRY_RUN, WAITING = (Status.SENT, Status.PENDING, Status.REJECTED, Status.BLOCKED,
+                                                      Status.DRY_RUN, Status.WAITING)
 OP_DOSSIER, OP_PIECE, OP_RUPTURE = "DOSSIER", "PIECE", "RUPTURE"
+
+# what one attempt to send a dossier comes back with (the hook's SendOutcome kinds)
+CREATED, REFUSED, RETRY_LATER, AMBIGUOUS, UNREADABLE = "CREATED", "REJECTED", "RETRY_LATER", "AMBIGUOUS", "UNREADABLE"
+_SEND, _SETTLE = 0, 1
 
 
 def _quality_view_exists(cur) -> bool:
@@ -167,6 +187,92 @@ def _stage_forced(cur, run_id: str, numeros: list[str]) -> None:
         raise ValueError(f"cannot force unknown dossiers (never extracted): {', '.join(missing)}")
 
 
+def waiting_reasons(conn, bases: list[tuple[str, str | None]]) -> dict[tuple, str]:
+    """{(source_id, base numero): why an avenant of that base contract cannot leave yet}
+    (French, for the ledger, the run report and the quality report)."""
+    keys = sorted({(src, b) for src, b in bases if b})
+    out: dict[tuple, str] = {(src, b): ("avenant sans contrat de base (numéro du contrat amendé absent dans l'ERP) : "
+                                        "à compléter dans l'ERP") for src, b in bases if not b}
+    if not keys:
+        return out
+    with conn.cursor() as cur:
+        cur.execute("""
+            WITH k (source_id, numero_interne) AS (SELECT * FROM unnest(%s::text[], %s::text[]))
+            SELECT k.source_id, k.numero_interne, q.verdict, q.rule_codes, od.etat, od.numero_deca, t.status,
+                   r.numero_interne IS NOT NULL
+            FROM k
+            LEFT JOIN dossier_registry r USING (source_id, numero_interne)
+            LEFT JOIN LATERAL (SELECT verdict, rule_codes FROM quality_verdict v
+                               WHERE v.source_id = k.source_id AND v.numero_interne = k.numero_interne
+                               ORDER BY decided_at DESC LIMIT 1) q ON true
+            LEFT JOIN opco_dossier od USING (source_id, numero_interne)
+            LEFT JOIN LATERAL (SELECT status FROM transmission t WHERE t.source_id = k.source_id
+                               AND t.numero_interne = k.numero_interne AND t.operation = 'DOSSIER'
+                               ORDER BY id DESC LIMIT 1) t ON true""",
+                    ([k[0] for k in keys], [k[1] for k in keys]))
+        found = cur.fetchall()
+    conn.commit()
+    for src, base, verdict, rules, etat, deca, status, known in found:
+        who = f"contrat de base {base}"
+        if verdict == "QUARANTINE" and etat is None:
+            text = (f"en attente : le {who} est en quarantaine ({', '.join(rules or []) or 'anomalies'}) — à "
+                    "corriger dans l'ERP ; l'avenant partira quand l'OPCO aura accepté le contrat")
+        elif etat is not None and not deca:
+            text = (f"en attente : le {who} est à l'OPCO (état {etat}) mais pas encore accepté (pas de numéro "
+                    "DECA) ; l'avenant partira au premier run après l'engagement")
+        elif status == PENDING:
+            text = f"en attente : le {who} est en doute (réponse de l'OPCO perdue), relu avant l'avenant"
+        elif status == REJECTED:
+            text = f"en attente : le {who} a été refusé par l'OPCO ; à corriger et renvoyer avant l'avenant"
+        elif status in (BLOCKED, WAITING):
+            text = f"en attente : le {who} n'a pas pu être transmis ({Status.LABELS[status]})"
+        elif not known:
+            text = f"en attente : le {who} est inconnu du connecteur (jamais extrait de l'ERP)"
+        else:
+            text = f"en attente : le {who} n'a pas encore été transmis à l'OPCO"
+        out[(src, base)] = text
+    return out
+
+
+def settle_in_doubt(connector: str, conn_ids: list[str] | None = None, *, sources=None, software: dict | None = None,
+                    deadline_seconds: float = 600.0, **kwargs) -> dict:
+    """Settle every dossier left in doubt (PENDING intent), whatever the run: read back at the
+    OPCO, re-sent only when provably absent (the follow-up DAG's settle_in_doubt task).
+    Returns {"before", "after", "per_batch": {"<run_id> <conn_id>": summary}}."""
+    from cfa_opco.db.connect import connection, dsn_for
+
+    connector = dsn_for(connector)
+    with connection(connector) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT t.run_id, t.conn_id, count(*) FROM transmission t
+                       JOIN transmission_plan p ON p.run_id = t.run_id AND p.source_id = t.source_id
+                        AND p.numero_interne = t.numero_interne AND p.decision = 'ROUTED'
+                       WHERE t.status = 'PENDING' AND t.operation = 'DOSSIER'
+                         AND (%s::text[] IS NULL OR t.conn_id = ANY(%s::text[]))
+                       GROUP BY 1, 2 ORDER BY 1, 2""", (conn_ids, conn_ids))
+        batches = cur.fetchall()
+    out: dict = {"before": sum(n for *_, n in batches), "per_batch": {}, "errors": {}}
+    for run_id, conn_id, _n in batches:
+        try:
+            out["per_batch"][f"{run_id} {conn_id}"] = transmit_batch(
+                run_id, connector, conn_id, sources=sources, software=software, only_in_doubt=True,
+                deadline_seconds=deadline_seconds, **kwargs)
+        except Exception as exc:   # one key failing never stops the others
+            log.warning("settling the dossiers in doubt of %s (%s) failed: %s", conn_id, run_id, exc)
+            out["errors"][conn_id] = str(exc)[:500]
+    out["after"] = in_doubt_count(connector, conn_ids)
+    return out
+
+
+def in_doubt_count(connector: str, conn_ids: list[str] | None = None) -> int:
+    from cfa_opco.db.connect import connection
+
+    with connection(connector) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT count(DISTINCT (source_id, numero_interne)) FROM transmission
+                       WHERE status = 'PENDING' AND operation = 'DOSSIER'
+                         AND (%s::text[] IS NULL OR conn_id = ANY(%s::text[]))""", (conn_ids, conn_ids))
+        return cur.fetchone()[0]
+
+
 _SLICES_LOCK = threading.Lock()
 _SLICES_USERS = [0, None]   # batches running in this process, switch interval before the first
 
@@ -201,10 +307,14 @@ class BatchResult:
     already_rejected: int = 0
     blocked: int = 0
     in_doubt: int = 0
-    deferred: int = 0
+    waiting: int = 0
     dry_run: int = 0
     pieces_sent: int = 0
     ruptures_sent: int = 0
+    retried_later: int = 0        # answers 429 (Retry-After honoured for that request)
+    ambiguous: int = 0            # answers lost (timeout, dropped connection, 5xx, unreadable)
+    read_backs: int = 0           # grouped read-back calls that settled them
+    key_pauses: int = 0           # whole-key pauses (consecutive 429: real rate limiting)
     errors: list = field(default_factory=list)
     key_warning: str | None = None
     auth_error: str | None = None
@@ -222,6 +332,7 @@ class BatchResult:
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "lock"}
         d["transmitted"] = self.sent + self.resolved_in_doubt
+        d["deferred"] = self.waiting    # (older name)
         return d
 
 
@@ -238,16 +349,133 @@ class _Job:
     resp: object = None
     message: str | None = None
     via: str = "post"
-    attempts: int = 0
+    attempts: int = 0               # sends
+    settles: int = 0                # read-backs that could not be read
+    last_error: str = ""
+
+
+class _Found:
+    """What a read-back found, in the shape of an OpcoResponse."""
+    status = 200
+    erreurs = None
+
+    def __init__(self, state):
+        if isinstance(state, dict):
+            body = state
+        else:   # an object of the hook (attributes), or a bare state string
+            body = {k: getattr(state, a, None) for k, a in (("etat", "etat"), ("numeroExterne", "numero_externe"),
+                                                            ("numeroDeca", "numero_deca"), ("dateEtat", "date_etat"))}
+            body = {k: v for k, v in body.items() if v is not None}
+            if isinstance(state, str):
+                body = {"etat": state}
+        self.body = body
+        self.etat = body.get("etat")
+        self.numero_externe = body.get("numeroExterne")
+        self.numero_deca = body.get("numeroDeca")
+        self.date_etat = body.get("dateEtat")
+
+
+def _tick(when: float, step: float = 0.25) -> float:
+    """Read-backs fall due on quarter-second ticks: those due together are read in one call."""
+    import math
+
+    return math.ceil(when / step) * step
+
+
+def _unreadable(value) -> bool:
+    """A read-back value that settles nothing (the hook's Unreadable)."""
+    return isinstance(value, Exception) or type(value).__name__ == "Unreadable"
+
+
+class _DelayQueue:
+    """The batch's dossiers waiting for their next step (a send, or a grouped read-back), each
+    at its own time: a retry waits here, not in a worker thread, so it never holds up the
+    other dossiers. A whole-key pause (real rate limiting) delays every step of the key."""
+
+    def __init__(self, deadline: float, group: int):
+        self.cond = threading.Condition()
+        self.heaps: dict[int, list] = {_SEND: [], _SETTLE: []}
+        self.seq = 0
+        self.outstanding = 0
+        self.finished: list = []
+        self.deadline = deadline
+        self.group = group
+        self.pause_until = 0.0
+        self.consecutive_429 = 0
+        self.closed = False
+
+    def put(self, kind: int, when: float, job: _Job, new: bool = False) -> None:
+        import heapq
+
+        with self.cond:
+            self.seq += 1
+            heapq.heappush(self.heaps[kind], (when, self.seq, job))
+            if new:
+                self.outstanding += 1
+            self.cond.notify()
+
+    def finish(self, job: _Job) -> None:
+        with self.cond:
+            self.outstanding -= 1
+            self.finished.append(job)
+            self.cond.notify_all()
+
+    def expire(self) -> None:
+        """Everything left is due now (deadline reached, or the key refused)."""
+        with self.cond:
+            self.deadline = 0.0
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def take(self) -> tuple[int, list[_Job]] | None:
+        import heapq
+        import time
+
+        with self.cond:
+            while True:
+                if self.closed:
+                    return None
+                now = time.monotonic()
+                late = now >= self.deadline
+                best = None
+                for kind, heap in self.heaps.items():
+                    if heap:
+                        start = heap[0][0] if late else max(heap[0][0], self.pause_until)
+                        if best is None or start < best[0]:
+                            best = (start, kind)
+                if best is not None and best[0] <= now:
+                    kind = best[1]
+                    heap = self.heaps[kind]
+                    jobs = [heapq.heappop(heap)[2]]
+                    if kind == _SETTLE:   # read back together all that are due (one liste call)
+                        while heap and len(jobs) < self.group and (late or heap[0][0] <= now):
+                            jobs.append(heapq.heappop(heap)[2])
+                    return kind, jobs
+                wait = 0.5 if best is None else best[0] - now
+                self.cond.wait(max(0.001, min(wait, self.deadline - now if not late else wait, 0.5)))
+
+    def drain_finished(self, wait: float = 0.0) -> list:
+        with self.cond:
+            if wait and not self.finished and self.outstanding:
+                self.cond.wait(wait)
+            done, self.finished = self.finished, []
+            return done
 
 
 class BatchTransmitter:
-    """Sends one (OPCO, SIREN) share of a run, a pool of threads over one hook."""
+    """Sends one (OPCO, SIREN) share of a run: worker threads over one hook, fed by a delay
+    queue (retries, Retry-After and read-backs wait there, never in a thread)."""
 
     def __init__(self, run_id: str, connector: str, conn_id: str, *, sources=None, hook=None,
                  software: dict | None = None, dry_run: bool = False, max_workers: int = 8,
                  key_warning_days: int = 30, proof_recorder=None, send_hook=None, send_attempts: int = 6,
-                 retry_base: float = 0.25, chunk_size: int = 200):
+                 retry_base: float = 0.25, chunk_size: int = 200, read_timeout: float | None = None,
+                 deadline_seconds: float = 900.0, settle_delay: float | None = None, key_pause_after: int = 4,
+                 only_in_doubt: bool = False):
         from cfa_opco.db.connect import dsn_for
 
         connector = dsn_for(connector)   # resolved here: worker threads cannot look connections up
@@ -262,7 +490,12 @@ class BatchTransmitter:
         self._stop = threading.Event()
         self.recorder = proof_recorder
         self._owns_hooks = hook is None
+        read_hook = None
         self.send_attempts, self.retry_base, self.chunk_size = send_attempts, retry_base, chunk_size
+        self.read_timeout, self.deadline_seconds = read_timeout, deadline_seconds
+        # a read-back waits a little: the OPCO may still be recording a dossier whose answer was lost
+        self.settle_delay = settle_delay if settle_delay is not None else max(0.05, 2 * retry_base)
+        self.key_pause_after, self.only_in_doubt = key_pause_after, only_in_doubt
         if hook is None:
             from cfa_opco.providers.opco.hooks.opco import OpcoHook
             from cfa_opco.proofs import ProofRecorder
@@ -270,14 +503,20 @@ class BatchTransmitter:
             if self.recorder is None and not dry_run:
                 self.recorder = ProofRecorder(connector)
             sink = self.recorder if not dry_run else None
-            # writes are never retried blindly by the hook: an ambiguous failure (timeout,
-            # dropped connection, 5xx) comes back here, and the OPCO is read before any resend
+            # writes are never retried by the hook: one attempt, a short read timeout (a held
+            # answer is in doubt and read back, not waited for); the delay queue retries
+            # (read timeout: the connection's — extra read_timeout, 5 s by default — unless given)
+            timeout = (3.05, read_timeout) if read_timeout else None
             send_hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink, max_attempts=1,
-                                 backoff_base=2 * retry_base)
+                                 max_rate_limited=0, timeout=timeout, backoff_base=2 * retry_base)
             hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink,
-                            backoff_base=2 * retry_base)
-        self.hook = hook                      # reads (safe to retry)
+                            timeout=timeout, backoff_base=2 * retry_base)
+            # read-backs: one attempt, a 429 not waited for in the thread (the delay queue retries)
+            read_hook = OpcoHook(conn_id, software=software, run_id=run_id, proof_sink=sink, max_attempts=1,
+                                 max_rate_limited=0, timeout=timeout, backoff_base=2 * retry_base)
+        self.hook = hook                      # documents, ruptures, key check (retried by the hook)
         self.send_hook = send_hook or hook    # writes
+        self.read_hook = read_hook or hook    # read-backs
 
     # -- database ------------------------------------------------------------------
     def _db(self):
@@ -303,8 +542,11 @@ class BatchTransmitter:
                            FROM transmission_plan p
                            JOIN staged_dossier s USING (run_id, source_id, numero_interne)
                            WHERE p.run_id = %s AND p.conn_id = %s AND p.decision = 'ROUTED'
+                             AND (NOT %s OR EXISTS (SELECT 1 FROM transmission t WHERE t.status = 'PENDING'
+                                  AND t.operation = 'DOSSIER' AND t.source_id = p.source_id
+                                  AND t.numero_interne = p.numero_interne))
                            ORDER BY (s.nature = %s), s.numero_interne""",
-                        (self.run_id, self.conn_id, NATURE_AVENANT))
+                        (self.run_id, self.conn_id, self.only_in_doubt, NATURE_AVENANT))
             cols = [d[0] for d in cur.description]
             rows = [dict(zip(cols, r)) for r in cur.fetchall()]
             cur.execute("""SELECT t.* FROM transmission t
@@ -361,103 +603,214 @@ class BatchTransmitter:
         conn.commit()
 
     # -- the OPCO --------------------------------------------------------------------
-    def _lookup(self, numero: str):
-        """Does the OPCO already hold this dossier? (resolution of an in-doubt send)"""
-        caps = self.hook.capabilities
-        if caps.serves("dossier_read_v2"):
-            resp = self.hook.get_dossier(numero)
-            return resp if resp.status == 200 else None
-        found = self.hook.list_dossiers([numero])
-        if not found:
-            return None
+    def _find(self, numeros: list[str], since=None) -> dict:
+        """{numero: what the OPCO holds, or None when it provably does not hold it}; raises when
+        no read route can be read (the dossiers stay in doubt). ``since``: none of them can have
+        been created before (bounds the state-changes window of the read-back)."""
+        hook = self.read_hook
+        if hasattr(hook, "find_dossiers"):   # one attempt per route: the delay queue retries
+            return hook.find_dossiers(numeros, since=since, max_attempts=1)
+        caps = hook.capabilities
+        if caps.serves("liste_v1"):
+            found = {f.get("numeroInterne"): f for f in hook.list_dossiers(numeros) if isinstance(f, dict)}
+            return {n: found.get(n) for n in numeros}
+        out = {}
+        for n in numeros:
+            resp = hook.get_dossier(n)
+            if resp.status == 200:
+                out[n] = resp.body
+            elif resp.status == 404:
+                out[n] = None
+            else:
+                raise RuntimeError(f"relecture du dossier {n} : HTTP {resp.status}")
+        return out
 
-        class _Found:   # the liste answer in the shape of a response
-            status = 200
-            body = found[0]
-            etat = found[0].get("etat")
-            numero_externe = found[0].get("numeroExterne")
-            numero_deca = found[0].get("numeroDeca")
-            erreurs = None
-        return _Found()
+    def _attempt_send(self, job: _Job) -> tuple[str, object, float | None, str]:
+        """One attempt: (kind, response, retry_after, message). OpcoRouteNotServed and
+        OpcoAuthError go through to the caller."""
+        hook = self.send_hook
+        if hasattr(hook, "send_once"):
+            out = hook.send_once(job.payload, encoded=job.body)
+            kind = getattr(out, "kind", None)
+            kind = str(getattr(kind, "value", None) or kind).upper()
+            if kind == RETRY_LATER and getattr(out, "status", None) in (500, 502, 503, 504):
+                # a gateway error may come after the OPCO recorded the dossier (a lost answer):
+                # read back before any resend, as for any other ambiguous answer
+                kind = AMBIGUOUS
+            return kind, out, getattr(out, "retry_after", None), str(getattr(out, "message", "") or "")
+        from cfa_opco.providers.opco.exceptions import OpcoUnavailable
 
-    def _http_send(self, job: "_Job") -> "_Job":
-        """Send one dossier under its committed intent (worker thread: HTTP only, no database).
+        try:
+            resp = hook.send_dossier(job.payload, encoded=job.body)
+        except OpcoUnavailable as exc:
+            if "429" in (exc.last_error or ""):
+                return RETRY_LATER, None, 1.0, str(exc)
+            return AMBIGUOUS, None, None, str(exc)
+        return (CREATED if resp.ok else REFUSED), resp, None, ""
 
-        After an ambiguous failure (timeout, dropped connection, 5xx) the dossier is read
-        back from the OPCO before any resend; when even that read fails, nothing is resent
-        and the intent stays PENDING (in doubt) for the next attempt."""
+    def _backoff(self, n: int) -> float:
+        import random
+
+        return min(30.0, self.retry_base * 2 ** min(n, 8)) * random.uniform(0.5, 1.5)
+
+    def _worker(self, q: _DelayQueue) -> None:
+        while True:
+            got = q.take()
+            if got is None:
+                return
+            kind, jobs = got
+            try:
+                if kind == _SEND:
+                    self._step_send(q, jobs[0])
+                else:
+                    self._step_settle(q, jobs)
+            except Exception as exc:   # unforeseen: the intents stay in doubt, the batch goes on
+                log.exception("sending %s", jobs[0].row["numero_interne"])
+                for job in jobs:
+                    job.status, job.message = PENDING, f"erreur inattendue à l'envoi : {type(exc).__name__}"
+                    q.finish(job)
+
+    def _in_doubt(self, q: _DelayQueue, job: _Job, why: str) -> None:
+        job.status = PENDING
+        job.message = (f"en doute : {why}{f' ({job.last_error})' if job.last_error else ''} — relu à l'OPCO avant "
+                       "tout renvoi par le DAG de suivi (settle_in_doubt) ou le prochain run")[:1000]
+        q.finish(job)
+
+    def _step_send(self, q: _DelayQueue, job: _Job) -> None:
         import random
         import time
 
-        from cfa_opco.providers.opco.exceptions import OpcoAuthError, OpcoRouteNotServed, OpcoUnavailable
+        from cfa_opco.providers.opco.exceptions import OpcoAuthError, OpcoRouteNotServed
 
-        must_check = job.resolve   # an intent left in doubt by an earlier attempt: read first
-        last_error = ""
-        for attempt in range(1, self.send_attempts + 1):
-            if self._stop.is_set():
-                job.status, job.message = PENDING, "lot interrompu (clé refusée) : sera repris"
-                return job
-            job.attempts = attempt
-            if must_check:
-                if attempt > 1:
-                    time.sleep(min(30.0, self.retry_base * 2 ** attempt) * random.random())
-                try:
-                    found = self._lookup(job.row["numero_interne"])
-                except OpcoUnavailable as exc:
-                    last_error = str(exc)
-                    continue
-                if found is not None:
-                    job.status, job.resp, job.via = SENT, found, "reprise"
-                    job.message = "confirmé par relecture à l'OPCO après une réponse perdue"
-                    return job
-                must_check = False
-            try:
-                resp = self.send_hook.send_dossier(job.payload, encoded=job.body)
-            except OpcoRouteNotServed as exc:
-                job.status, job.message = BLOCKED, str(exc)
-                return job
-            except OpcoAuthError as exc:
-                job.status, job.message = BLOCKED, str(exc)
-                if getattr(exc, "code", None) != "SIREN_DIFFERENT":   # the key itself is refused
-                    self.result.auth_error = str(exc)
-                    self._stop.set()
-                return job
-            except OpcoUnavailable as exc:
-                last_error = str(exc)
+        if self._stop.is_set():
+            job.status, job.message = PENDING, "lot interrompu (clé refusée) : sera repris"
+            q.finish(job)
+            return
+        if time.monotonic() >= q.deadline:
+            self._in_doubt(q, job, "échéance du lot atteinte avant un nouvel envoi")
+            return
+        job.attempts += 1
+        try:
+            kind, resp, retry_after, message = self._attempt_send(job)
+        except OpcoRouteNotServed as exc:
+            job.status, job.message = BLOCKED, str(exc)
+            q.finish(job)
+            return
+        except OpcoAuthError as exc:
+            job.status, job.message = BLOCKED, str(exc)
+            if getattr(exc, "code", None) != "SIREN_DIFFERENT":   # the key itself is refused
+                self.result.auth_error = str(exc)
+                self._stop.set()
+                q.expire()
+            q.finish(job)
+            return
+        now = time.monotonic()
+        status = getattr(resp, "status", None)
+        if kind == RETRY_LATER and status not in (None, 429):
+            kind = AMBIGUOUS if status >= 500 else kind
+        if kind == RETRY_LATER:
+            # not processed: this request comes back at now + Retry-After; the key pauses
+            # only when 429s come in a row (real rate limiting, not a random refusal)
+            wait = retry_after if retry_after is not None else self._backoff(job.attempts)
+            wait = min(max(0.0, float(wait)), 300.0)
+            self.result.add("retried_later")
+            with q.cond:
+                if status == 429 or (status is None and "429" in message):
+                    q.consecutive_429 += 1
+                    if q.consecutive_429 >= self.key_pause_after and q.pause_until < now + wait:
+                        q.pause_until = now + wait
+                        self.result.add("key_pauses")
+            job.last_error = message or "HTTP 429"
+            q.put(_SEND, now + wait * random.uniform(1.0, 1.2), job)
+            return
+        with q.cond:
+            q.consecutive_429 = 0
+        if kind in (AMBIGUOUS, UNREADABLE) or kind not in (CREATED, REFUSED):
+            self.result.add("ambiguous")
+            job.last_error = (message or kind)[:300]
+            if job.row["forced"]:
                 # reading back cannot tell a forced resend from the copy the OPCO already
                 # holds: a forced resend is simply sent again (after a pause)
-                must_check = not job.row["forced"]
-                if not must_check:
-                    time.sleep(min(30.0, self.retry_base * 2 ** attempt) * random.random())
-                continue
-            job.resp = resp
-            if resp.ok:
-                job.status = SENT
-            else:
-                job.status = REJECTED
-                if resp.status == 409:
-                    job.message = ("L'OPCO connaît déjà ce numéro de dossier avec un autre contenu : une "
-                                   "modification après envoi se transmet par un avenant")
+                if job.attempts >= self.send_attempts:
+                    self._in_doubt(q, job, f"renvoi forcé sans réponse après {job.attempts} tentatives")
                 else:
-                    job.message = "; ".join(f"{e.get('champ') or ''}: {e.get('message')}"
-                                            for e in (resp.erreurs or []))[:1000]
-            return job
-        job.status, job.message = PENDING, f"en attente de confirmation : {last_error}"
-        return job
+                    q.put(_SEND, now + self._backoff(job.attempts), job)
+                return
+            q.put(_SETTLE, _tick(now + self.settle_delay), job)
+            return
+        job.resp = resp
+        if kind == CREATED:
+            job.status = SENT
+        else:
+            job.status = REJECTED
+            if getattr(resp, "status", None) == 409:
+                job.message = ("L'OPCO connaît déjà ce numéro de dossier avec un autre contenu : une "
+                               "modification après envoi se transmet par un avenant")
+            else:
+                job.message = ("; ".join(f"{e.get('champ') or ''}: {e.get('message')}"
+                                         for e in (getattr(resp, "erreurs", None) or [])) or message)[:1000]
+        q.finish(job)
+
+    def _step_settle(self, q: _DelayQueue, jobs: list[_Job]) -> None:
+        """Read back, together, dossiers whose answer was lost: found, they are SENT (never sent
+        again); provably absent, they are sent again; unreadable, they wait and are read again,
+        until the batch's deadline (then they stay in doubt, with the reason)."""
+        import time
+
+        if self._stop.is_set():
+            for job in jobs:
+                job.status, job.message = PENDING, "lot interrompu (clé refusée) : sera repris"
+                q.finish(job)
+            return
+        numeros = [j.row["numero_interne"] for j in jobs]
+        self.result.add("read_backs")
+        # intents of this batch cannot have been created at the OPCO before it started (an hour
+        # of margin for clocks); one left in doubt by an earlier run: the hook's default window
+        since = None if any(j.resolve for j in jobs) else self._started_utc - dt.timedelta(hours=1)
+        try:
+            found = self._find(numeros, since)
+            error = None
+        except Exception as exc:   # Unreadable, OpcoUnavailable, an answer nobody understands
+            found, error = {}, f"relecture impossible : {str(exc)[:200]}"
+        now = time.monotonic()
+        late = now >= q.deadline
+        for job in jobs:
+            numero = job.row["numero_interne"]
+            why = error
+            if numero in found and _unreadable(found[numero]):
+                why = f"relecture impossible : {str(found.pop(numero))[:200]}"
+            if numero in found and found[numero] is not None:
+                job.status, job.resp, job.via = SENT, _Found(found[numero]), "reprise"
+                job.message = "confirmé par relecture à l'OPCO après une réponse perdue"
+                q.finish(job)
+            elif numero in found:                     # provably absent: send (again)
+                job.resolve = False
+                if late:
+                    self._in_doubt(q, job, "absent à l'OPCO, pas renvoyé avant l'échéance du lot")
+                else:
+                    q.put(_SEND, now, job)
+            else:
+                job.settles += 1
+                if why:
+                    job.last_error = why
+                if late:
+                    self._in_doubt(q, job, "réponse perdue et dossier non relu avant l'échéance du lot")
+                else:
+                    q.put(_SETTLE, _tick(now + self._backoff(job.settles)), job)
 
     def _prepare_chunk(self, rows: list[dict], ledger: dict) -> list["_Job"]:
         """Decide each dossier's fate from the ledger; commit the new intents in one statement."""
         decas = self._base_decas([r for r in rows if r["nature"] == NATURE_AVENANT
                                   and not r.get("contrat_numero_precedent")])
-        jobs, intents = [], []
+        jobs, intents, waiting = [], [], []
         for row in rows:
             numero = row["numero_interne"]
             deca = None
             if row["nature"] == NATURE_AVENANT and not row.get("contrat_numero_precedent"):
                 deca = decas.get((row["source_id"], row.get("base_numero_interne")))
                 if deca is None:
-                    # the amended contract has no numéro DECA yet: next run, once the OPCO gave it
-                    self.result.add("deferred")
+                    # the amended contract has no numéro DECA yet: recorded as WAITING, with why
+                    waiting.append(row)
                     continue
             payload = build_payload(row, deca)
             body = canonical_json(payload)
@@ -510,7 +863,32 @@ class BatchTransmitter:
                     self.result.add("already_sent")
                 else:
                     jobs.append(j)
+        if waiting:
+            self._record_waiting(waiting, ledger)
         return jobs
+
+    def _record_waiting(self, rows: list[dict], ledger: dict) -> None:
+        """Avenants whose base contract has no numéro DECA: a WAITING ledger row (once per run
+        and content) naming the base contract and why it holds the avenant back."""
+        reasons = waiting_reasons(self._db(), [(r["source_id"], r.get("base_numero_interne")) for r in rows])
+        values = []
+        for r in rows:
+            self.result.add("waiting")
+            history = ledger.get((r["source_id"], r["numero_interne"], OP_DOSSIER), [])
+            if any(t["status"] == WAITING and t["run_id"] == self.run_id and t["content_hash"] == r["content_hash"]
+                   for t in history):
+                continue
+            message = reasons.get((r["source_id"], r.get("base_numero_interne")))
+            values.append((self.run_id, r["source_id"], r["numero_interne"], OP_DOSSIER, r["opco_code"],
+                           r["cfa_siren"], self.conn_id, r["content_hash"], WAITING, message))
+        if not values:
+            return
+        conn = self._db()
+        with conn.cursor() as cur:
+            psycopg2.extras.execute_values(cur, """
+                INSERT INTO transmission (run_id, source_id, numero_interne, operation, opco_code, cfa_siren,
+                    conn_id, content_hash, status, message) VALUES %s""", values, page_size=len(values))
+        conn.commit()
 
     def _base_decas(self, avenants: list[dict]) -> dict[tuple, str]:
         keys = [(r["source_id"], r["base_numero_interne"]) for r in avenants if r.get("base_numero_interne")]
@@ -549,11 +927,13 @@ class BatchTransmitter:
             if sent:
                 rows = []
                 for j in sent:
-                    body = getattr(j.resp, "body", None) or {}
+                    body = getattr(j.resp, "body", None)
+                    body = body if isinstance(body, dict) else {}
                     etat = getattr(j.resp, "etat", None) or body.get("etat") or "TRANSMIS"
+                    etat_at = getattr(j.resp, "date_etat", None) or body.get("dateEtat")
                     rows.append((j.row["source_id"], j.row["numero_interne"], j.row["opco_code"], j.row["cfa_siren"],
                                  self.conn_id, j.row["nature"], getattr(j.resp, "numero_externe", None),
-                                 getattr(j.resp, "numero_deca", None), etat, body.get("dateEtat"), self.run_id,
+                                 getattr(j.resp, "numero_deca", None), etat, etat_at, self.run_id,
                                  j.via, j.row["content_hash"]))
                 psycopg2.extras.execute_values(cur, """
                     WITH v (source_id, numero_interne, opco_code, cfa_siren, conn_id, nature, numero_externe,
@@ -595,34 +975,19 @@ class BatchTransmitter:
                 self.result.add("in_doubt")
                 self.result.error(j.row["numero_interne"], j.message or "")
 
-    def _start_chunk(self, pool: cf.ThreadPoolExecutor, rows: list[dict], ledger: dict) -> tuple[list, list]:
-        """Commit a chunk's intents, then queue its sends (they leave while the caller goes on)."""
-        jobs = self._prepare_chunk(rows, ledger)
-        queue = collections.deque(j for j in jobs if j.status is None)
-        # a few drainers share the chunk's queue (cheaper than one future per dossier)
-        return jobs, [pool.submit(self._drain, queue) for _ in range(min(self.max_workers, len(queue)))]
+    def _collect(self, q: _DelayQueue, pool: cf.ThreadPoolExecutor, ledger: dict, pieces: list,
+                 wait: float = 0.0) -> None:
+        """Record the outcomes of the dossiers done so far (one transaction), queue the
+        documents of those the OPCO now holds."""
+        done = q.drain_finished(wait)
+        if done:
+            self._record_done(done, pool, ledger, pieces)
 
-    def _drain(self, queue: collections.deque) -> None:
-        while True:
-            try:
-                job = queue.popleft()
-            except IndexError:
-                return
-            try:
-                self._http_send(job)
-            except Exception as exc:   # unforeseen: the intent stays in doubt, the batch goes on
-                log.exception("sending %s", job.row["numero_interne"])
-                job.status, job.message = PENDING, f"erreur inattendue à l'envoi : {type(exc).__name__}"
-
-    def _finish_chunk(self, pool: cf.ThreadPoolExecutor, jobs: list, futures: list, ledger: dict) -> list:
-        """Wait for a chunk's sends, record their outcomes, queue the documents of the dossiers
-        the OPCO now holds (and those a crash may have left behind); return their futures."""
-        for fut in futures:
-            fut.result()
-        self._record_chunk(jobs)
-        return [(pool.submit(self._send_pieces, j.row, ledger), j.row) for j in jobs
-                if j.status in (SENT, "ALREADY_SENT")
-                and self._pieces.get((j.row["source_id"], j.row["numero_interne"]))]
+    def _record_done(self, done: list, pool: cf.ThreadPoolExecutor, ledger: dict, pieces: list) -> None:
+        self._record_chunk(done)
+        pieces += [(pool.submit(self._send_pieces, j.row, ledger), j.row) for j in done
+                   if j.status in (SENT, "ALREADY_SENT")
+                   and self._pieces.get((j.row["source_id"], j.row["numero_interne"]))]
 
     def _wait_pieces(self, pieces: list) -> None:
         for fut, row in pieces:
@@ -738,42 +1103,72 @@ class BatchTransmitter:
             finally:
                 conn.close()
 
-    def run(self) -> dict:
+    def _check_key(self) -> None:
         try:
-            if not self.dry_run:
-                try:
-                    self.result.key_warning = self.hook.key_expiry_warning(self.key_warning_days)
-                except Exception as exc:  # a key check failing must not stop the sending
-                    log.warning("key check of %s failed: %s", self.conn_id, exc)
-                if self.result.key_warning:
-                    log.warning("%s", self.result.key_warning)
+            self.result.key_warning = self.hook.key_expiry_warning(self.key_warning_days)
+        except Exception as exc:  # a key check failing must not stop the sending
+            log.warning("key check of %s failed: %s", self.conn_id, exc)
+        if self.result.key_warning:
+            log.warning("%s", self.result.key_warning)
+
+    def run(self) -> dict:
+        self._started_utc = dt.datetime.now(dt.timezone.utc)
+        key_check = None
+        try:
+            if not self.dry_run:   # the key's expiry, checked alongside the sending (never holds it up)
+                key_check = threading.Thread(target=self._check_key, name="key-check", daemon=True)
+                key_check.start()
             rows, ledger = self._load()
             self._load_pieces(rows)
             contracts = [r for r in rows if r["nature"] != NATURE_AVENANT]
             avenants = [r for r in rows if r["nature"] == NATURE_AVENANT]
             # avenants after the contracts they amend: they need the contract's numéro DECA.
-            # By chunks: one committed statement for the intents, the sends in parallel, one
-            # transaction for the outcomes. The next chunk is prepared and queued while the
-            # current one is on the wire, so the threads never wait for the database.
+            # By chunks: one committed statement for the intents (before anything leaves),
+            # then the chunk's dossiers join the delay queue, the workers send them, and the
+            # outcomes are recorded as they come, in transactions of what is done.
+            import time
+
             pieces: list = []
-            with _short_gil_slices(), cf.ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-                for group in (contracts, avenants):
-                    inflight: collections.deque = collections.deque()
-                    for i in range(0, len(group), self.chunk_size):
-                        if self._stop.is_set():
-                            break
-                        inflight.append(self._start_chunk(pool, group[i:i + self.chunk_size], ledger))
-                        if len(inflight) > 1:
-                            pieces += self._finish_chunk(pool, *inflight.popleft(), ledger)
-                    while inflight:   # the group is done before the next starts
-                        pieces += self._finish_chunk(pool, *inflight.popleft(), ledger)
+            q = _DelayQueue(time.monotonic() + self.deadline_seconds, group=100)
+            workers = [threading.Thread(target=self._worker, args=(q,), name=f"send-{i}", daemon=True)
+                       for i in range(self.max_workers)]
+            with _short_gil_slices(), cf.ThreadPoolExecutor(max_workers=min(4, self.max_workers)) as pool:
+                for w in workers:
+                    w.start()
+                try:
+                    for group in (contracts, avenants):
+                        for i in range(0, len(group), self.chunk_size):
+                            if self._stop.is_set():
+                                break
+                            jobs = self._prepare_chunk(group[i:i + self.chunk_size], ledger)
+                            now = time.monotonic()
+                            ready = []
+                            for j in jobs:
+                                if j.status is not None:      # already sent: nothing leaves
+                                    ready.append(j)
+                                else:                         # in doubt from before: read first
+                                    q.put(_SETTLE if j.resolve else _SEND, now, j, new=True)
+                            if ready:
+                                self._record_done(ready, pool, ledger, pieces)
+                            self._collect(q, pool, ledger, pieces)
+                            while q.outstanding > 2 * self.chunk_size:   # keep one chunk ahead, no more
+                                self._collect(q, pool, ledger, pieces, wait=0.2)
+                        while q.outstanding > 0:   # the group is done before the next starts
+                            self._collect(q, pool, ledger, pieces, wait=0.2)
+                        self._collect(q, pool, ledger, pieces)
+                finally:
+                    q.close()
+                    for w in workers:
+                        w.join(timeout=(self.read_timeout or 30) + 5)
                 self._wait_pieces(pieces)
+            if key_check is not None:
+                key_check.join(timeout=60)
         finally:
             if self.recorder is not None:
                 self.recorder.flush()
             self._close()
             if self._owns_hooks:
-                for hook in {id(self.hook): self.hook, id(self.send_hook): self.send_hook}.values():
+                for hook in {id(h): h for h in (self.hook, self.send_hook, self.read_hook)}.values():
                     hook.close()
         return self.result.as_dict()
 

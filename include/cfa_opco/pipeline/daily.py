@@ -85,58 +85,61 @@ def batches_for(context, opco_code: str) -> list[dict]:
     return planned_batches(_run_id(context), config.CONNECTOR_CONN_ID, opco_code)
 
 
-def run_counts(connector: str, run_id: str) -> dict:
-    """What the ledger and the OPCOs' answers say of this run (the summary's truth)."""
-    from cfa_opco.db.connect import connection
-
-    with connection(connector) as conn, conn.cursor() as cur:
-        cur.execute("""SELECT status, count(DISTINCT (source_id, numero_interne)) FROM transmission
-                       WHERE run_id = %s AND operation = 'DOSSIER' GROUP BY status""", (run_id,))
-        ledger = dict(cur.fetchall())
-        cur.execute("""SELECT etat, count(*), count(*) FILTER (WHERE anomalies IS NOT NULL
-                                                               AND anomalies::text NOT IN ('[]', 'null'))
-                       FROM opco_dossier WHERE first_run_id = %s GROUP BY etat""", (run_id,))
-        etats, incomplete = {}, 0
-        for etat, n, inc in cur.fetchall():
-            etats[etat] = n
-            incomplete += inc
-    return {"ledger": ledger, "etats": etats, "incomplete": incomplete}
-
-
 def summarize(context, extraction: dict, quality: dict | None = None,
               planned: dict | None = None, decisions: dict | None = None) -> dict:
-    """The run's summary: what a data engineer reads first, also written as JSON."""
+    """The run's summary: every extracted dossier in exactly one bucket (the ledger's and the
+    OPCOs' truth), written as JSON and as a Markdown run report; fails loudly when the
+    counts do not add up or a source could not be read."""
+    from cfa_opco.pipeline import run_report
+
     run_id = _run_id(context)
-    counts = run_counts(config.CONNECTOR_CONN_ID, run_id)
-    ledger, etats = counts["ledger"], counts["etats"]
-    plan_summary = planned or {}
+    result = run_report.run_buckets(config.CONNECTOR_CONN_ID, run_id)
+    b, d = result["buckets"], result["decisions"]
     summary = {
         "run_id": run_id,
         "extracted": extraction.get("extracted", 0),
+        "buckets": b,
+        "decisions": d,
         "passed_quality": (quality or {}).get("passed"),
-        "quarantined": (quality or {}).get("quarantined"),
-        "transmitted": ledger.get("SENT", 0),
-        "accepted": etats.get("ENGAGE", 0),
-        "refused": etats.get("REFUSE", 0),
-        "pending_decision": sum(n for e, n in etats.items() if e in ("TRANSMIS", "EN_COURS_INSTRUCTION"))
-        - counts["incomplete"],
-        "incomplete": counts["incomplete"],
-        "rejected_by_opco": ledger.get("REJECTED", 0),
-        "in_doubt": ledger.get("PENDING", 0),
-        "needs_human_decision": plan_summary.get("needs_human", 0),
-        "not_transmissible_by_api": plan_summary.get("not_served", 0),
-        "blocked": ledger.get("BLOCKED", 0),
-        "dry_run": ledger.get("DRY_RUN", 0),
+        "quarantined": b["quarantined"],
+        "transmitted": b["transmitted"],
+        "accepted": d["accepted"],
+        "refused": d["refused"],
+        "pending_decision": d["pending_decision"],
+        "incomplete": d["incomplete"],
+        "suivi_impossible": d["suivi_impossible"],
+        "rejected_by_opco": b["refused_by_opco"],
+        "in_doubt": b["in_doubt"],
+        "waiting": b["waiting"],
+        "needs_human_decision": b["needs_human_decision"],
+        "not_transmissible": b["not_transmissible"],
+        "dry_run": b["dry_run"],
+        "not_processed": b["not_processed"],
+        "reasons": result["reasons"],
         "failed_sources": extraction.get("failed_sources", []),
+        # ERP rows that could not be staged at all (no readable numero_interne): not dossiers
+        # of the run, shown apart so that nothing read from an ERP goes unmentioned
+        "rows_not_staged": extraction.get("rejected_rows", 0) + sum(
+            (src or {}).get("duplicates_count", 0) for src in (extraction.get("by_source") or {}).values()),
         "reports": (quality or {}).get("report_index"),
     }
     out = config.reports_dir() / "runs"
     out.mkdir(parents=True, exist_ok=True)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
     path = out / f"{safe}.summary.json"
+    summary["run_report"] = str(run_report.write_markdown(out / f"{safe}.report.md", summary, result))
     path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     summary["summary_file"] = str(path)
-    log.info("run summary: %s", json.dumps(summary, ensure_ascii=False))
+    log.info("run summary: %s", json.dumps({k: v for k, v in summary.items() if k != "reasons"}, ensure_ascii=False))
+    for bucket in ("in_doubt", "waiting", "not_processed"):
+        if b[bucket]:
+            log.warning("%d dossier(s) %s: %s (run report: %s)", b[bucket], run_report.BUCKETS[bucket],
+                        result["reasons"].get(bucket), summary["run_report"])
+    if d["suivi_impossible"]:
+        log.warning("%d dossier(s) transmis en suivi impossible (l'OPCO ne peut pas être lu) : voir le DAG "
+                    "cfa_opco_followup (tâche follow_up_health) et le rapport %s", d["suivi_impossible"],
+                    summary["run_report"])
+    run_report.check_totals(summary["extracted"], result)
     if summary["failed_sources"]:
         raise RuntimeError(f"sources not extracted this run: {', '.join(summary['failed_sources'])} "
                            "(the other sources went through; see the extract_dossiers log)")
