@@ -123,3 +123,49 @@ def sources(seeded_erp):
 
     loaded = load_sources(targets={"erp_main": seeded_erp["erp_main"], "erp_est": seeded_erp["erp_est"]})
     return [dataclasses.replace(s, files_root=seeded_erp["files_root"] / s.id) for s in loaded]
+
+
+@pytest.fixture(scope="session")
+def airflow_db(pg_server):
+    """A migrated Airflow metadata database for the DAG tests, with the project's pools."""
+    from cfa_opco import settings
+    from cfa_opco.stack import airflow_env, airflow_settings
+
+    make_database(settings.DATABASES["airflow"])
+    airflow_env.run_airflow(["db", "migrate"], quiet=True)
+    cfg = airflow_settings.load(PROJECT / "airflow_settings.yaml")
+    airflow_settings.apply_to_metadata_db(airflow_settings.AirflowSettings(pools=cfg.pools))
+
+
+# ---- the OPCO sandbox: one real server for the tests that need its default settings ----
+# (instant instruction, no rate limit). Tests that need another configuration (persistence,
+# idempotency off, delays, a config file) start their own with run_sandbox(...).
+@pytest.fixture(scope="session")
+def sbx():
+    from cfa_opco.sandbox.testing import run_sandbox
+
+    with run_sandbox(instant=True, rate_limit=0) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sbx):
+    """The shared sandbox, reset (data, faults, profiles, settings) for this test."""
+    sbx.reset()
+    sbx.clear_faults()
+    sbx.set_profile(None, "strict")
+    yield sbx
+    sbx.clear_faults()
+
+
+@pytest.fixture
+def opco_conn(sandbox, monkeypatch):
+    """opco_conn("akto", siren=..., key=..., **extra) -> conn_id, an AIRFLOW_CONN_* variable
+    pointing at the shared sandbox (AKTO's OAuth2 client filled in)."""
+    from tests.helpers import SIREN, opco_conn_env
+
+    def make(opco: str, siren: str = SIREN, key: str | None = None, **extra) -> str:
+        conn_id, value = opco_conn_env(sandbox, opco, siren, key, **extra)
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", value)
+        return conn_id
+    return make

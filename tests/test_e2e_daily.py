@@ -8,26 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cfa_opco import settings
 from cfa_opco.sandbox.testing import run_sandbox
 from tests import transmission_env
 from tests.conftest import make_database
-from tests.helpers import rows
+from tests.helpers import rows, sources_file_for
 
 PROJECT = settings.PROJECT_DIR
-
-
-@pytest.fixture(scope="module")
-def airflow_db(pg_server):
-    """A migrated Airflow metadata database for the tests, with the project's pools."""
-    from cfa_opco.stack import airflow_env, airflow_settings
-
-    make_database(settings.DATABASES["airflow"])
-    airflow_env.run_airflow(["db", "migrate"], quiet=True)
-    cfg = airflow_settings.load(PROJECT / "airflow_settings.yaml")
-    airflow_settings.apply_to_metadata_db(airflow_settings.AirflowSettings(pools=cfg.pools))
 
 
 def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
@@ -35,13 +23,7 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
 
     connector = make_database("test_e2e_connector")
     migrate(connector)
-    sources_file = tmp_path / "sources.yaml"
-    doc = yaml.safe_load((PROJECT / "config" / "sources.yaml").read_text())
-    for s in doc["sources"]:
-        for key in ("dossiers_sql", "pieces_sql"):
-            s[key] = str(PROJECT / "config" / s[key])
-        s["files_root"] = str(seeded_erp["files_root"] / s["id"])
-    sources_file.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    sources_file = sources_file_for(seeded_erp, tmp_path)
     reports = tmp_path / "reports"
     with run_sandbox(overrides={"delays": {"instruction": 1, "decision": 2, "reglement": 2}},
                      rate_limit=0) as sbx:

@@ -10,35 +10,16 @@ import pytest
 from cfa_opco.followup import pending_for_run, run_summary, sync_states
 from cfa_opco.providers.opco.hooks.opco import OpcoHook
 from cfa_opco.sandbox.seed import sample_dossier
-from cfa_opco.sandbox.testing import run_sandbox
 from tests.helpers import SIREN, SOFTWARE, rows
 
 
 
-@pytest.fixture(scope="module")
-def sbx_server():
-    with run_sandbox(instant=True, rate_limit=0) as server:
-        yield server
-
-
 @pytest.fixture
-def sbx(sbx_server, monkeypatch):
-    sbx_server.reset()
-    sbx_server.clear_faults()
-
-    def conn(opco: str, siren: str = SIREN) -> str:
-        conn_id = f"opco_{opco}_{siren}"
-        extra = {"siren": siren}
-        if opco == "akto":
-            extra.update(oauth_client_id="cfa-opco-connector", oauth_client_secret="demo-akto-secret",
-                         oauth_token_path="/akto/oauth/token")
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
-            {"conn_type": "http", "host": sbx_server.api(opco), "password": f"demo-{opco}-{siren}", "extra": extra}))
-        return conn_id
-
-    sbx_server.conn = conn
-    yield sbx_server
-    sbx_server.clear_faults()
+def osbx(sandbox, opco_conn):
+    """The shared sandbox (tests/conftest.py), reset, with ``.conn(opco, siren)`` making an
+    AIRFLOW_CONN_* connection to it."""
+    sandbox.conn = opco_conn
+    return sandbox
 
 
 def record_sent(dsn: str, conn_id: str, opco: str, responses: list, run_id: str = "run-A", source_id: str = "erp_main",
@@ -60,9 +41,9 @@ def record_sent(dsn: str, conn_id: str, opco: str, responses: list, run_id: str 
     conn.close()
 
 
-def send_three(sbx, opco: str, prefix: str) -> list:
+def send_three(osbx, opco: str, prefix: str) -> list:
     """A dossier left incomplete, one completed by its convention, one refused (apprentice too old)."""
-    h = OpcoHook(sbx.conn(opco), software=SOFTWARE)
+    h = OpcoHook(osbx.conn(opco), software=SOFTWARE)
     inc = h.send_dossier(sample_dossier(opco, SIREN, f"{prefix}-INC"))
     ok = h.send_dossier(sample_dossier(opco, SIREN, f"{prefix}-OK"))
     ref = h.send_dossier(sample_dossier(opco, SIREN, f"{prefix}-REF", **{"apprenti.dateNaissance": "1980-01-01"}))
@@ -72,23 +53,23 @@ def send_three(sbx, opco: str, prefix: str) -> list:
 
 
 @pytest.mark.parametrize("opco,via", [("atlas", "etats_v2"), ("akto", "etats_v2"), ("constructys", "liste_v1")])
-def test_states_move_and_are_recorded_once(sbx, connector_dsn, opco, via):
-    sbx.set_delays(instruction=5, decision=10)
-    conn_id = sbx.conn(opco)
-    record_sent(connector_dsn, conn_id, opco, send_three(sbx, opco, f"FU-{opco}"))
+def test_states_move_and_are_recorded_once(osbx, connector_dsn, opco, via):
+    osbx.set_delays(instruction=5, decision=10)
+    conn_id = osbx.conn(opco)
+    record_sent(connector_dsn, conn_id, opco, send_three(osbx, opco, f"FU-{opco}"))
     written = []
 
     r0 = sync_states(connector_dsn, lag_seconds=0, writeback=lambda src, rows: written.append((src, rows)))
     assert r0["errors"] == {} and r0["changes"] == 0 and r0["connections"] == 1
     assert r0["per_connection"][conn_id]["mode"] == via
 
-    sbx.advance_clock(6)
+    osbx.advance_clock(6)
     r1 = sync_states(connector_dsn, lag_seconds=0, writeback=lambda src, rows: written.append((src, rows)))
     assert r1["changes"] == 3 and r1["by_etat"] == {"EN_COURS_INSTRUCTION": 3}, r1
     inc = rows(connector_dsn, "SELECT etat, anomalies FROM opco_dossier WHERE numero_interne=%s", f"FU-{opco}-INC")[0]
     assert inc[0] == "EN_COURS_INSTRUCTION" and inc[1][0]["piece"] == "CONVENTION_FORMATION"
 
-    sbx.advance_clock(11)
+    osbx.advance_clock(11)
     r2 = sync_states(connector_dsn, lag_seconds=0, writeback=lambda src, rows: written.append((src, rows)))
     assert r2["by_etat"] == {"ENGAGE": 1, "REFUSE": 1}, r2
     r3 = sync_states(connector_dsn, lag_seconds=0)
@@ -114,10 +95,10 @@ def test_states_move_and_are_recorded_once(sbx, connector_dsn, opco, via):
         assert wm and wm[0][0] > dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=15)   # sandbox clock
 
 
-def test_window_cost_grows_with_changes_not_with_stock(sbx, connector_dsn):
-    conn_id = sbx.conn("opcommerce")
+def test_window_cost_grows_with_changes_not_with_stock(osbx, connector_dsn):
+    conn_id = osbx.conn("opcommerce")
     start = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).isoformat()
-    seeded = sbx.seed("opcommerce", SIREN, count=2500, prefix="ST", spread_seconds=3600, start=start,
+    seeded = osbx.seed("opcommerce", SIREN, count=2500, prefix="ST", spread_seconds=3600, start=start,
                       outcomes=["ENGAGE", "REFUSE", "INCOMPLET"])
     items = [{"numeroInterne": f"ST-{i:09d}", "etat": "TRANSMIS"} for i in range(1, 2501)]
     record_sent(connector_dsn, conn_id, "opcommerce", items,
@@ -129,29 +110,29 @@ def test_window_cost_grows_with_changes_not_with_stock(sbx, connector_dsn):
     assert r2["changes"] == 0 and r2["requests"] == 2                  # status + one empty page
 
 
-def test_watermark_not_advanced_when_the_window_is_not_fully_read(sbx, connector_dsn):
-    conn_id = sbx.conn("atlas")
+def test_watermark_not_advanced_when_the_window_is_not_fully_read(osbx, connector_dsn):
+    conn_id = osbx.conn("atlas")
     h = OpcoHook(conn_id, software=SOFTWARE)
     record_sent(connector_dsn, conn_id, "atlas", [h.send_dossier(sample_dossier("atlas", SIREN, "WM-1"))])
-    sbx.set_faults(error_503=1.0, routes=["etats_v2"])
+    osbx.set_faults(error_503=1.0, routes=["etats_v2"])
     r = sync_states(connector_dsn, lag_seconds=0,
                     hook_factory=lambda cid: OpcoHook(cid, max_attempts=2, backoff_base=0.01))
     assert conn_id in r["errors"] and "ne répond pas" in r["errors"][conn_id]
     assert rows(connector_dsn, "SELECT count(*) FROM sync_watermark")[0][0] == 0
-    sbx.clear_faults()
+    osbx.clear_faults()
     r = sync_states(connector_dsn, lag_seconds=0)
     assert r["errors"] == {} and r["changes"] == 1                    # TRANSMIS -> EN_COURS (instant)
     assert rows(connector_dsn, "SELECT count(*) FROM sync_watermark")[0][0] == 1
 
 
-def test_stale_open_dossiers_are_caught_by_the_safety_net(sbx, connector_dsn):
-    conn_id = sbx.conn("atlas")
+def test_stale_open_dossiers_are_caught_by_the_safety_net(osbx, connector_dsn):
+    conn_id = osbx.conn("atlas")
     h = OpcoHook(conn_id, software=SOFTWARE)
     first = h.send_dossier(sample_dossier("atlas", SIREN, "SAFE-1"))
     record_sent(connector_dsn, conn_id, "atlas", [first])
     sync_states(connector_dsn, lag_seconds=0)                         # watermark now past SAFE-2's change
     late = h.send_dossier(sample_dossier("atlas", SIREN, "SAFE-2"))
-    sbx.advance_clock(1)
+    osbx.advance_clock(1)
     sync_states(connector_dsn, lag_seconds=0)
     # SAFE-2 is recorded only now (a crash between send and record), its change already read
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
@@ -161,11 +142,11 @@ def test_stale_open_dossiers_are_caught_by_the_safety_net(sbx, connector_dsn):
     assert dict(rows(connector_dsn, "SELECT numero_interne, etat FROM opco_dossier"))["SAFE-2"] == "EN_COURS_INSTRUCTION"
 
 
-def test_a_bad_key_does_not_stop_the_other_connections(sbx, connector_dsn, monkeypatch):
-    good = sbx.conn("atlas")
-    bad = sbx.conn("mobilites")
+def test_a_bad_key_does_not_stop_the_other_connections(osbx, connector_dsn, monkeypatch):
+    good = osbx.conn("atlas")
+    bad = osbx.conn("mobilites")
     monkeypatch.setenv("AIRFLOW_CONN_OPCO_MOBILITES_775672272", json.dumps(
-        {"conn_type": "http", "host": sbx.api("mobilites"), "password": "wrong", "extra": {"siren": SIREN}}))
+        {"conn_type": "http", "host": osbx.api("mobilites"), "password": "wrong", "extra": {"siren": SIREN}}))
     h = OpcoHook(good, software=SOFTWARE)
     record_sent(connector_dsn, good, "atlas", [h.send_dossier(sample_dossier("atlas", SIREN, "BK-1"))])
     record_sent(connector_dsn, bad, "mobilites", [{"numeroInterne": "BK-2", "etat": "TRANSMIS"}])
@@ -174,8 +155,8 @@ def test_a_bad_key_does_not_stop_the_other_connections(sbx, connector_dsn, monke
     assert r["changes"] == 1
 
 
-def test_key_warnings(sbx, connector_dsn):
-    ids = [sbx.conn("constructys", "418936522"), sbx.conn("atlas"), sbx.conn("sante")]
+def test_key_warnings(osbx, connector_dsn):
+    ids = [osbx.conn("constructys", "418936522"), osbx.conn("atlas"), osbx.conn("sante")]
     from cfa_opco.followup import key_warnings
 
     w = key_warnings(connector_dsn, 30, conn_ids=ids)
@@ -183,18 +164,18 @@ def test_key_warnings(sbx, connector_dsn):
     assert key_warnings(connector_dsn, 5, conn_ids=ids) == {}
 
 
-def test_a_key_that_cannot_be_read_is_marked_suivi_impossible_and_the_others_complete(sbx, connector_dsn):
+def test_a_key_that_cannot_be_read_is_marked_suivi_impossible_and_the_others_complete(osbx, connector_dsn):
     """Issue 10 point 9: failing polls are counted per key; from the limit on, that key's open
     dossiers are "suivi impossible" with the reason (not pending: the run does not wait for
     them), the other OPCO's decisions are recorded all the same; one good read clears it."""
     from cfa_opco.followup import poll_health
 
-    good, bad = sbx.conn("atlas"), sbx.conn("constructys")
-    sbx.set_delays(instruction=1, decision=2)
-    record_sent(connector_dsn, good, "atlas", send_three(sbx, "atlas", "PH-A"))
-    record_sent(connector_dsn, bad, "constructys", send_three(sbx, "constructys", "PH-C"))
-    sbx.advance_clock(5)
-    sbx.set_faults(error_503=1.0, opcos=["constructys"])
+    good, bad = osbx.conn("atlas"), osbx.conn("constructys")
+    osbx.set_delays(instruction=1, decision=2)
+    record_sent(connector_dsn, good, "atlas", send_three(osbx, "atlas", "PH-A"))
+    record_sent(connector_dsn, bad, "constructys", send_three(osbx, "constructys", "PH-C"))
+    osbx.advance_clock(5)
+    osbx.set_faults(error_503=1.0, opcos=["constructys"])
     factory = lambda cid: OpcoHook(cid, max_attempts=1, backoff_base=0.01)   # noqa: E731
     decided = {}
     for i in (1, 2):
@@ -214,7 +195,7 @@ def test_a_key_that_cannot_be_read_is_marked_suivi_impossible_and_the_others_com
     assert s["suivi_impossible"] == 3 and s["pending"] == 1 and s["accepted"] == 1   # atlas' INC waits on docs
     assert poll_health(connector_dsn)[bad]["consecutive_failures"] == 3
     # the OPCO answers again: the key is read, the mark goes, its decisions come in
-    sbx.clear_faults()
+    osbx.clear_faults()
     r = sync_states(connector_dsn, lag_seconds=0, hook_factory=factory, poll_failure_limit=3)
     assert r["errors"] == {} and r["suivi_impossible"] == {}
     assert rows(connector_dsn, "SELECT count(*) FROM opco_dossier WHERE suivi_impossible_at IS NOT NULL")[0][0] == 0
@@ -230,7 +211,7 @@ def test_poll_failure_limit_comes_from_the_variable(monkeypatch):
     assert failure_limit(None) == 2 and failure_limit(7) == 7
 
 
-def test_the_decision_check_names_a_key_it_cannot_read_and_does_not_wait_for_it(sbx, connector_dsn):
+def test_the_decision_check_names_a_key_it_cannot_read_and_does_not_wait_for_it(osbx, connector_dsn):
     """The sensor's check (opco_tasks.check_decisions): past the failure limit, a key that
     cannot be read is named with its dossiers, and the run is done as soon as the other
     OPCOs have decided — not a green wait until the deadline."""
@@ -238,15 +219,15 @@ def test_the_decision_check_names_a_key_it_cannot_read_and_does_not_wait_for_it(
 
     from cfa_opco.opco_tasks import check_decisions
 
-    good, bad = sbx.conn("atlas"), sbx.conn("constructys")
-    sbx.set_delays(instruction=1, decision=2)
+    good, bad = osbx.conn("atlas"), osbx.conn("constructys")
+    osbx.set_delays(instruction=1, decision=2)
     h = OpcoHook(good, software=SOFTWARE)
     ok = h.send_dossier(sample_dossier("atlas", SIREN, "CK-OK"))
     assert h.attach_document("CK-OK", "CONVENTION_FORMATION", "c.pdf", b"%PDF demo").status == 201
     record_sent(connector_dsn, good, "atlas", [ok])
     record_sent(connector_dsn, bad, "constructys", [{"numeroInterne": "CK-C", "etat": "TRANSMIS"}])
-    sbx.advance_clock(5)
-    sbx.set_faults(error_503=1.0, opcos=["constructys"])
+    osbx.advance_clock(5)
+    osbx.set_faults(error_503=1.0, opcos=["constructys"])
     factory = lambda cid: OpcoHook(cid, max_attempts=1, backoff_base=0.01)   # noqa: E731
     deadline = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=1)
     outcomes = [check_decisions(run_id="run-A", connector_conn_id=connector_dsn, deadline_at=deadline,

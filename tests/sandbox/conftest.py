@@ -1,16 +1,15 @@
 import httpx
 import pytest
 
-from cfa_opco.sandbox.testing import run_sandbox
-
 from _sandbox_helpers import SIREN, Api
 
 
-@pytest.fixture(scope="session")
-def sbx():
-    """One shared sandbox: instant instruction, no rate limit."""
-    with run_sandbox(instant=True, rate_limit=0) as server:
-        yield server
+@pytest.fixture(autouse=True)
+def _strict_and_faultless(sbx):
+    """The shared sandbox (tests/conftest.py) is also used by other folders' tests: each
+    sandbox test starts with the strict profile and no fault (its data is kept)."""
+    sbx.clear_faults()
+    sbx.set_profile(None, "strict")
 
 
 @pytest.fixture(scope="session")
