@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from cfa_opco import settings
 from cfa_opco.sandbox.testing import run_sandbox
 from tests import transmission_env
