@@ -62,7 +62,7 @@ def test_daily_dag_under_heavy_faults_in_every_response_profile(small_erp, airfl
         monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_REPORTS_DIR", str(reports))
 
         dag = DagBag(str(settings.PROJECT_DIR / "dags")).dags["cfa_opco_daily"]
-        dr = dag.test(run_conf={"decision_deadline_minutes": 4})
+        dr = dag.test(run_conf={"decision_deadline_minutes": 10})
         assert str(dr.state) in ("success", "DagRunState.SUCCESS"), dr.state
         run_id = dr.run_id
         served = sbx.profiles()
