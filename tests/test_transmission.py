@@ -385,6 +385,10 @@ def test_an_avenant_whose_base_is_quarantined_waits_in_the_ledger_with_the_reaso
     with connection(connector) as conn, conn.cursor() as cur:   # its base contract is quarantined
         cur.execute("""UPDATE quality_verdict SET verdict = 'QUARANTINE', rule_codes = '{APPRENTI_AGE}'
                        WHERE run_id = %s AND numero_interne = %s""", (RUN, base))
+        # and has no numéro DECA in the ERP (the session's ERPs may hold one written back by
+        # the daily end-to-end test)
+        cur.execute("""UPDATE staged_dossier SET contrat_numero_precedent = NULL
+                       WHERE run_id = %s AND numero_interne = %s""", (RUN, avenant))
     planned = plan(RUN, connector)
     conn_id = rows(connector, "SELECT conn_id FROM transmission_plan WHERE run_id = %s AND numero_interne = %s",
                    RUN, avenant)[0][0]
