@@ -22,30 +22,36 @@ DEMO_RATE_LIMIT = 95.0
 
 
 def _print_summary(summary: dict, log_path) -> None:
-    def show(value):
-        return "—" if value is None else value
+    """Every extracted dossier in one bucket (labels of the run report), the buckets' total,
+    then the OPCOs' decisions on the transmitted ones."""
+    from cfa_opco.pipeline.run_report import BUCKETS
+
     print()
-    print("=" * 64)
+    print("=" * 78)
     print(f" CFA → OPCO daily run  {summary['run_id']}")
-    print("=" * 64)
-    for label, key in (("dossiers extracted", "extracted"), ("passed quality", "passed_quality"),
-                       ("quarantined", "quarantined"), ("transmitted", "transmitted"),
-                       ("accepted (ENGAGE)", "accepted"), ("refused (REFUSE)", "refused")):
-        print(f"  {label:<22} {show(summary.get(key))}")
-    for label, key in (("incomplete (documents)", "incomplete"), ("awaiting a decision", "pending_decision"),
-                       ("needs a human decision", "needs_human_decision"),
-                       ("not transmissible (API)", "not_transmissible_by_api"),
-                       ("rejected by the OPCO", "rejected_by_opco"), ("in doubt", "in_doubt")):
-        if summary.get(key):
-            print(f"  {label:<22} {summary[key]}")
+    print("=" * 78)
+    print(f"  {'dossiers extraits':<62} {summary.get('extracted', '—'):>6}")
+    buckets = summary.get("buckets") or {}
+    for key, label in BUCKETS.items():
+        if buckets.get(key) or key in ("transmitted", "quarantined", "in_doubt"):
+            print(f"    {label.split(' (')[0]:<60} {buckets.get(key, 0):>6}")
+    print(f"    {'= total des cases':<60} {sum(buckets.values()):>6}")
+    print(f"  {'décisions des OPCO sur les dossiers transmis :':<62}")
+    for label, key in (("acceptés (ENGAGE)", "accepted"), ("refusés (REFUSE)", "refused"),
+                       ("incomplets (pièces manquantes)", "incomplete"), ("décision attendue", "pending_decision"),
+                       ("suivi impossible (OPCO illisible)", "suivi_impossible")):
+        if summary.get(key) or key in ("accepted", "refused"):
+            print(f"    {label:<60} {summary.get(key, 0):>6}")
     if summary.get("failed_sources"):
         print(f"  sources NOT extracted   {', '.join(summary['failed_sources'])}")
     print()
     if summary.get("reports"):
         print(f"  quality reports: {summary['reports']}")
+    if summary.get("run_report"):
+        print(f"  run report:      {summary['run_report']}")
     print(f"  run summary:     {summary.get('summary_file')}")
     print(f"  Airflow log:     {log_path}")
-    print("=" * 64)
+    print("=" * 78)
 
 
 def main(argv: list[str] | None = None) -> int:
