@@ -19,8 +19,9 @@ Sending without blocking: :meth:`OpcoHook.send_once` makes ONE attempt and retur
 UNREADABLE); :meth:`OpcoHook.find_dossiers` settles an AMBIGUOUS one through any read route.
 
 Policy of :meth:`OpcoHook.request` (and send_dossier, the reads...): 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
-retried); 401/403 raise OpcoAuthError; 429 waits Retry-After (all threads of the key pause and
-the pacing slows down); 5xx, timeouts and dropped connections retry with exponential backoff
+retried); 401/403 raise OpcoAuthError; 429 waits Retry-After in the refused request's
+thread and slows the pacing (all threads of the key pause only on 429s in a row: real rate
+limiting, see :class:`Pacer`); 5xx, timeouts and dropped connections retry with exponential backoff
 and full jitter up to ``max_attempts`` then raise OpcoUnavailable. Every attempt — answered or
 not — is handed to ``proof_sink`` as an ExchangeRecord. No key, token or body is ever logged.
 """
