@@ -684,18 +684,22 @@ class OpcoHook(BaseHook):
             return out
 
     def find_dossiers(self, numeros: list[str], *, since: dt.datetime | None = None,
-                      max_attempts: int = 3) -> dict[str, DossierState | None | Unreadable]:
+                      max_attempts: int = 3, first_route_only: bool = False
+                      ) -> dict[str, DossierState | None | Unreadable]:
         """Settle whether the OPCO holds each dossier, through every read route it serves:
         liste (v1, 100 per call), then per-dossier GET (v2), then the v2 state changes since
         ``since`` (default: 7 days back; a dossier created at the OPCO appears there).
         Value per number: its DossierState (present), None (provably absent: a readable answer
         of a route that lists it would have named it), or an :class:`Unreadable` (could not be
-        settled; the reason, naming the route and the OPCO). OpcoAuthError propagates."""
+        settled; the reason, naming the route and the OPCO). OpcoAuthError propagates.
+        ``first_route_only``: only the first read route served (a caller that will read again
+        soon: a liste call that failed is not followed by one GET per dossier)."""
         numeros = list(dict.fromkeys(n for n in numeros if n))
         out: dict[str, DossierState | None | Unreadable] = {}
         reasons: dict[str, Unreadable] = {}
         caps = self.capabilities
         todo = list(numeros)
+        tried = False          # a read route was tried (first_route_only: no other)
 
         def fail(route_id: str, exc: Exception, nums: list[str]) -> None:
             u = exc if isinstance(exc, Unreadable) else Unreadable(self.opco_code, ROUTES[route_id].method,
@@ -721,7 +725,8 @@ class OpcoHook(BaseHook):
                 for n in absent:
                     out.setdefault(n, None)
             todo = [n for n in todo if n not in out]
-        if todo and caps.serves("dossier_read_v2"):
+            tried = True
+        if todo and caps.serves("dossier_read_v2") and not (first_route_only and tried):
             for n in list(todo):
                 try:
                     resp = self.request("GET", "dossier_read_v2", params={"numeroInterne": n}, numero_interne=n,
@@ -738,7 +743,8 @@ class OpcoHook(BaseHook):
                 else:
                     fail("dossier_read_v2", self._refused(resp, "dossier_read_v2"), [n])
             todo = [n for n in todo if n not in out]
-        if todo and caps.serves("etats_v2"):
+            tried = True
+        if todo and caps.serves("etats_v2") and not (first_route_only and tried):
             start = since or (utcnow() - dt.timedelta(days=7))
             wanted = set(todo)
             seen: dict[str, DossierState] = {}
