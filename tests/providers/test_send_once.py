@@ -190,6 +190,21 @@ def test_find_dossiers_unreadable_when_no_route_answers(opco_conn, sandbox):
     assert isinstance(got["FD-X"], Unreadable) and "OPCO Atlas" in str(got["FD-X"])
 
 
+def test_find_dossiers_first_route_only_stops_after_the_liste(opco_conn, sandbox):
+    """The runner's first read-backs: a failed liste call is not followed by one GET per
+    dossier (read again soon instead); without the flag, the next routes settle it."""
+    sink = MemoryProofSink()
+    h = hook(opco_conn("atlas"), proof_sink=sink, backoff_base=0.01, backoff_max=0.02)
+    assert h.send_once(sample_dossier("atlas", SIREN, "FD-F")).kind is SendKind.CREATED
+    sandbox.set_faults(error_503=1.0, routes=["liste_v1"])
+    before = len(sink.records)
+    got = h.find_dossiers(["FD-F", "FD-F-NONE"], max_attempts=1, first_route_only=True)
+    assert all(isinstance(v, Unreadable) for v in got.values()), got
+    assert {r.route.split("?")[0] for r in sink.records[before:]} == {"/v1/dossiers/liste"}
+    got = h.find_dossiers(["FD-F", "FD-F-NONE"], max_attempts=1)
+    assert isinstance(got["FD-F"], DossierState) and got["FD-F-NONE"] is None
+
+
 # ---- a server that answers differently from the sandbox --------------------------------------------
 class Raw:
     """A tiny HTTP server answering each GET with the next (status, content-type, body)."""
