@@ -458,6 +458,16 @@ class _DelayQueue:
                 wait = 0.5 if best is None else best[0] - now
                 self.cond.wait(max(0.001, min(wait, self.deadline - now if not late else wait, 0.5)))
 
+    def active(self) -> int:
+        """Outstanding jobs that are due or being worked on: those waiting for a later time
+        (Retry-After, a backoff, a read-back's tick) do not hold up the next chunk."""
+        import time
+
+        with self.cond:
+            now = time.monotonic()
+            later = sum(1 for heap in self.heaps.values() for entry in heap if entry[0] > now)
+            return self.outstanding - later
+
     def drain_finished(self, wait: float = 0.0) -> list:
         with self.cond:
             if wait and not self.finished and self.outstanding:
@@ -603,13 +613,14 @@ class BatchTransmitter:
         conn.commit()
 
     # -- the OPCO --------------------------------------------------------------------
-    def _find(self, numeros: list[str], since=None) -> dict:
+    def _find(self, numeros: list[str], since=None, first_route_only: bool = False) -> dict:
         """{numero: what the OPCO holds, or None when it provably does not hold it}; raises when
         no read route can be read (the dossiers stay in doubt). ``since``: none of them can have
-        been created before (bounds the state-changes window of the read-back)."""
+        been created before (bounds the state-changes window of the read-back).
+        ``first_route_only``: the first read route only (read again soon on failure)."""
         hook = self.read_hook
         if hasattr(hook, "find_dossiers"):   # one attempt per route: the delay queue retries
-            return hook.find_dossiers(numeros, since=since, max_attempts=1)
+            return hook.find_dossiers(numeros, since=since, max_attempts=1, first_route_only=first_route_only)
         caps = hook.capabilities
         if caps.serves("liste_v1"):
             found = {f.get("numeroInterne"): f for f in hook.list_dossiers(numeros) if isinstance(f, dict)}
@@ -652,6 +663,14 @@ class BatchTransmitter:
         import random
 
         return min(30.0, self.retry_base * 2 ** min(n, 8)) * random.uniform(0.5, 1.5)
+
+    def _settle_backoff(self, n: int) -> float:
+        """Before reading back again after an unreadable read-back: short, with jitter (a 503 or
+        a held answer is not rate limiting, and a 429 of the read was already waited for by the
+        hook), growing to at most 2 s so that a long outage is not hammered."""
+        import random
+
+        return min(2.0, self.retry_base * 2 ** min(n, 8)) * random.uniform(0.5, 1.0)
 
     def _worker(self, q: _DelayQueue) -> None:
         while True:
@@ -768,7 +787,10 @@ class BatchTransmitter:
         # of margin for clocks); one left in doubt by an earlier run: the hook's default window
         since = None if any(j.resolve for j in jobs) else self._started_utc - dt.timedelta(hours=1)
         try:
-            found = self._find(numeros, since)
+            # the first read-backs of a group use the first read route only (one liste call): a
+            # random failure of that call is read again soon rather than followed by one GET per
+            # dossier in this thread; after two failed read-backs, every route the OPCO serves
+            found = self._find(numeros, since, first_route_only=min(j.settles for j in jobs) < 2)
             error = None
         except Exception as exc:   # Unreadable, OpcoUnavailable, an answer nobody understands
             found, error = {}, f"relecture impossible : {str(exc)[:200]}"
@@ -796,7 +818,7 @@ class BatchTransmitter:
                 if late:
                     self._in_doubt(q, job, "réponse perdue et dossier non relu avant l'échéance du lot")
                 else:
-                    q.put(_SETTLE, _tick(now + self._backoff(job.settles)), job)
+                    q.put(_SETTLE, _tick(now + self._settle_backoff(job.settles)), job)
 
     def _prepare_chunk(self, rows: list[dict], ledger: dict) -> list["_Job"]:
         """Decide each dossier's fate from the ledger; commit the new intents in one statement."""
@@ -1151,7 +1173,10 @@ class BatchTransmitter:
                             if ready:
                                 self._record_done(ready, pool, ledger, pieces)
                             self._collect(q, pool, ledger, pieces)
-                            while q.outstanding > 2 * self.chunk_size:   # keep one chunk ahead, no more
+                            # keep one chunk ahead, no more; the dossiers waiting for a later
+                            # try (the tail: Retry-After, read-backs) do not count, so the
+                            # next chunk is sent while they wait
+                            while q.active() > 2 * self.chunk_size:
                                 self._collect(q, pool, ledger, pieces, wait=0.2)
                         while q.outstanding > 0:   # the group is done before the next starts
                             self._collect(q, pool, ledger, pieces, wait=0.2)

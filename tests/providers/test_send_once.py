@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cfa_opco.providers.opco.hooks.opco import OpcoHook
+from cfa_opco.providers.opco.hooks.opco import OpcoHook, Pacer
 from cfa_opco.providers.opco.outcomes import SendKind
 from cfa_opco.providers.opco.proofs import MemoryProofSink
 from cfa_opco.providers.opco.reading import DossierState, Unreadable
@@ -67,15 +67,35 @@ def test_503_is_retry_later_with_retry_after_and_one_request(opco_conn, sandbox)
     assert sandbox_posts(sandbox, "atlas") - before == 1            # no retry loop inside
 
 
-def test_429_pauses_this_key_only(opco_conn, sandbox):
-    atlas, ep = hook(opco_conn("atlas")), hook(opco_conn("opco_ep"))
+def test_a_single_429_does_not_pause_the_key(opco_conn, sandbox):
+    """A random 429 is this request's RETRY_LATER with its Retry-After (the caller honours it
+    for this request); the next dossier of the same key is sent at once."""
+    h = hook(opco_conn("atlas"))
     sandbox.set_faults(error_429=1.0, methods=["POST"], opcos=["atlas"])
-    out = atlas.send_once(sample_dossier("atlas", SIREN, "SO-429"))
+    out = h.send_once(sample_dossier("atlas", SIREN, "SO-429"))
     assert out.kind is SendKind.RETRY_LATER and out.status == 429 and out.retry_after == 1.0
+    sandbox.clear_faults()
+    t0 = time.monotonic()
+    nxt = h.send_once(sample_dossier("atlas", SIREN, "SO-429-next"))
+    assert nxt.kind is SendKind.CREATED and time.monotonic() - t0 < 0.5    # no pause of the key
+    assert h.stats.get("deferred_by_pause", 0) == 0
+
+
+def test_429s_in_a_row_pause_this_key_only(opco_conn, sandbox):
+    """429s in a row (real rate limiting): the key pauses for Retry-After — nothing more is
+    sent on it meanwhile — while another key goes on."""
+    atlas, ep = hook(opco_conn("atlas")), hook(opco_conn("opco_ep"))
+    atlas.status()
+    start = sandbox_posts(sandbox, "atlas")
+    sandbox.set_faults(error_429=1.0, methods=["POST"], opcos=["atlas"])
+    for i in range(Pacer.PAUSE_AFTER):
+        out = atlas.send_once(sample_dossier("atlas", SIREN, f"SO-429-{i}"))
+        assert out.kind is SendKind.RETRY_LATER and out.status == 429 and out.retry_after == 1.0
+    assert sandbox_posts(sandbox, "atlas") - start == Pacer.PAUSE_AFTER   # each of them was sent
     before = sandbox_posts(sandbox, "atlas")
     t0 = time.monotonic()
-    out2 = atlas.send_once(sample_dossier("atlas", SIREN, "SO-429b"))   # key paused: nothing sent, no wait
-    assert out2.kind is SendKind.RETRY_LATER and out2.status is None and 0 < out2.retry_after <= 1.0
+    paused = atlas.send_once(sample_dossier("atlas", SIREN, "SO-429b"))  # key paused: nothing sent, no wait
+    assert paused.kind is SendKind.RETRY_LATER and paused.status is None and 0 < paused.retry_after <= 1.0
     assert sandbox_posts(sandbox, "atlas") == before and time.monotonic() - t0 < 0.2
     other = ep.send_once(sample_dossier("opco_ep", SIREN, "SO-EP"))      # another key is not idled
     assert other.kind is SendKind.CREATED and time.monotonic() - t0 < 0.5
@@ -168,6 +188,21 @@ def test_find_dossiers_unreadable_when_no_route_answers(opco_conn, sandbox):
     sandbox.set_faults(error_503=1.0)
     got = h.find_dossiers(["FD-X"], max_attempts=1)
     assert isinstance(got["FD-X"], Unreadable) and "OPCO Atlas" in str(got["FD-X"])
+
+
+def test_find_dossiers_first_route_only_stops_after_the_liste(opco_conn, sandbox):
+    """The runner's first read-backs: a failed liste call is not followed by one GET per
+    dossier (read again soon instead); without the flag, the next routes settle it."""
+    sink = MemoryProofSink()
+    h = hook(opco_conn("atlas"), proof_sink=sink, backoff_base=0.01, backoff_max=0.02)
+    assert h.send_once(sample_dossier("atlas", SIREN, "FD-F")).kind is SendKind.CREATED
+    sandbox.set_faults(error_503=1.0, routes=["liste_v1"])
+    before = len(sink.records)
+    got = h.find_dossiers(["FD-F", "FD-F-NONE"], max_attempts=1, first_route_only=True)
+    assert all(isinstance(v, Unreadable) for v in got.values()), got
+    assert {r.route.split("?")[0] for r in sink.records[before:]} == {"/v1/dossiers/liste"}
+    got = h.find_dossiers(["FD-F", "FD-F-NONE"], max_attempts=1)
+    assert isinstance(got["FD-F"], DossierState) and got["FD-F-NONE"] is None
 
 
 # ---- a server that answers differently from the sandbox --------------------------------------------

@@ -19,8 +19,9 @@ Sending without blocking: :meth:`OpcoHook.send_once` makes ONE attempt and retur
 UNREADABLE); :meth:`OpcoHook.find_dossiers` settles an AMBIGUOUS one through any read route.
 
 Policy of :meth:`OpcoHook.request` (and send_dossier, the reads...): 4xx (400/404/409/422...) are returned with the OPCO's ``erreurs`` (never raised, never
-retried); 401/403 raise OpcoAuthError; 429 waits Retry-After (all threads of the key pause and
-the pacing slows down); 5xx, timeouts and dropped connections retry with exponential backoff
+retried); 401/403 raise OpcoAuthError; 429 waits Retry-After in the refused request's
+thread and slows the pacing (all threads of the key pause only on 429s in a row: real rate
+limiting, see :class:`Pacer`); 5xx, timeouts and dropped connections retry with exponential backoff
 and full jitter up to ``max_attempts`` then raise OpcoUnavailable. Every attempt — answered or
 not — is handed to ``proof_sink`` as an ExchangeRecord. No key, token or body is ever logged.
 """
@@ -89,8 +90,12 @@ class OpcoResponse:
 class Pacer:
     """Client-side pacing for one key, shared by every thread and hook using that key.
     Slots are reserved one after the other (GCRA, no burst): at ``rate`` req/s the server's
-    token bucket never runs dry. A 429 pauses everybody until Retry-After and slows the
-    rate (recovered slowly on success). ``rate=None``: no pacing, pauses only."""
+    token bucket never runs dry. A single 429 only slows the rate (recovered slowly on
+    success): its Retry-After is honoured by the refused request alone, so a random 429 does
+    not idle the key. 429s in a row (``PAUSE_AFTER``, with no success in between: real rate
+    limiting) pause everybody until Retry-After. ``rate=None``: no pacing, pauses only."""
+
+    PAUSE_AFTER = 4
 
     def __init__(self, rate: float | None):
         self.lock = threading.Lock()
@@ -98,6 +103,7 @@ class Pacer:
         self.rate = rate
         self.next_free = 0.0
         self.pause_until = 0.0
+        self.consecutive_429 = 0
 
     def configure(self, rate: float | None) -> None:
         with self.lock:
@@ -121,15 +127,24 @@ class Pacer:
         with self.lock:
             return max(0.0, self.pause_until - time.monotonic())
 
-    def penalize(self, seconds: float) -> None:
+    def rate_limited(self, seconds: float) -> bool:
+        """A 429 with Retry-After ``seconds``: slows the rate; pauses the whole key only when
+        429s come in a row. True when the key was paused."""
         with self.lock:
+            self.consecutive_429 += 1
+            if self.rate and self.configured:
+                self.rate = max(self.configured * 0.5, self.rate * 0.8)
+            if self.consecutive_429 < self.PAUSE_AFTER:
+                return False
             now = time.monotonic()
             self.pause_until = max(self.pause_until, now + seconds)
             self.next_free = max(self.next_free, self.pause_until)
-            if self.rate and self.configured:
-                self.rate = max(self.configured * 0.5, self.rate * 0.8)
+        return True
 
     def success(self) -> None:
+        if self.consecutive_429:
+            with self.lock:
+                self.consecutive_429 = 0
         if self.rate and self.configured and self.rate < self.configured:
             with self.lock:
                 self.rate = min(self.configured, self.rate * 1.02)
@@ -539,12 +554,15 @@ class OpcoHook(BaseHook):
                 limited += 1
                 wait = parse_retry_after(resp.header("Retry-After"))
                 wait = min(wait if wait is not None else self._backoff(limited + 1), 300.0)
-                pacer.penalize(wait)
+                paused = pacer.rate_limited(wait)     # the whole key only on 429s in a row
                 last_err = "HTTP 429"
                 self._bump("rate_limited")
-                log.warning("OPCO %s %s: HTTP 429, pause %.2fs (attempt %d)", info.code, route_id, wait, attempt)
+                log.warning("OPCO %s %s: HTTP 429, %s %.2fs (attempt %d)", info.code, route_id,
+                            "clé en pause" if paused else "nouvel essai dans", wait, attempt)
                 if limited > (5 * limit if max_attempts else self.max_rate_limited):
                     raise OpcoUnavailable(info.code, route_id, attempt, "HTTP 429 répétés (limite de débit)")
+                if not paused:
+                    time.sleep(wait)                  # Retry-After honoured by this request
                 continue
             if status is None or status >= 500:
                 failures += 1
@@ -601,9 +619,10 @@ class OpcoHook(BaseHook):
 
     def send_once(self, payload: dict, *, encoded: bytes | None = None, max_pause: float = 0.25) -> SendOutcome:
         """One attempt at sending the dossier (v2 when served, else v1), no retry: a SendOutcome
-        (see :mod:`..outcomes`). A 429 pauses this key's pacer (other keys go on); when the key is
-        paused for longer than ``max_pause`` seconds nothing is sent (RETRY_LATER with the time
-        left). Raises OpcoRouteNotServed (no contract route) and OpcoAuthError (key refused)."""
+        (see :mod:`..outcomes`). A 429 is RETRY_LATER with its Retry-After, honoured by the caller
+        for this request only; the key's pacer pauses only on 429s in a row (other keys go on
+        regardless). While the key is paused for longer than ``max_pause`` seconds nothing is
+        sent (RETRY_LATER with the time left). Raises OpcoRouteNotServed (no contract route) and OpcoAuthError (key refused)."""
         route = self.capabilities.contract_route()
         if route is None:
             self._bump("not_served")
@@ -652,7 +671,8 @@ class OpcoHook(BaseHook):
             if status == 429:
                 wait = parse_retry_after(resp.header("Retry-After"))
                 retry_after = min(wait if wait is not None else suggested_delay(2), 300.0)
-                pacer.penalize(retry_after)
+                if pacer.rate_limited(retry_after):   # 429s in a row: real rate limiting
+                    self._bump("key_paused")
                 self._bump("rate_limited")
             elif status in (502, 503, 504):
                 retry_after = parse_retry_after(resp.header("Retry-After"))
@@ -664,18 +684,22 @@ class OpcoHook(BaseHook):
             return out
 
     def find_dossiers(self, numeros: list[str], *, since: dt.datetime | None = None,
-                      max_attempts: int = 3) -> dict[str, DossierState | None | Unreadable]:
+                      max_attempts: int = 3, first_route_only: bool = False
+                      ) -> dict[str, DossierState | None | Unreadable]:
         """Settle whether the OPCO holds each dossier, through every read route it serves:
         liste (v1, 100 per call), then per-dossier GET (v2), then the v2 state changes since
         ``since`` (default: 7 days back; a dossier created at the OPCO appears there).
         Value per number: its DossierState (present), None (provably absent: a readable answer
         of a route that lists it would have named it), or an :class:`Unreadable` (could not be
-        settled; the reason, naming the route and the OPCO). OpcoAuthError propagates."""
+        settled; the reason, naming the route and the OPCO). OpcoAuthError propagates.
+        ``first_route_only``: only the first read route served (a caller that will read again
+        soon: a liste call that failed is not followed by one GET per dossier)."""
         numeros = list(dict.fromkeys(n for n in numeros if n))
         out: dict[str, DossierState | None | Unreadable] = {}
         reasons: dict[str, Unreadable] = {}
         caps = self.capabilities
         todo = list(numeros)
+        tried = False          # a read route was tried (first_route_only: no other)
 
         def fail(route_id: str, exc: Exception, nums: list[str]) -> None:
             u = exc if isinstance(exc, Unreadable) else Unreadable(self.opco_code, ROUTES[route_id].method,
@@ -701,7 +725,8 @@ class OpcoHook(BaseHook):
                 for n in absent:
                     out.setdefault(n, None)
             todo = [n for n in todo if n not in out]
-        if todo and caps.serves("dossier_read_v2"):
+            tried = True
+        if todo and caps.serves("dossier_read_v2") and not (first_route_only and tried):
             for n in list(todo):
                 try:
                     resp = self.request("GET", "dossier_read_v2", params={"numeroInterne": n}, numero_interne=n,
@@ -718,7 +743,8 @@ class OpcoHook(BaseHook):
                 else:
                     fail("dossier_read_v2", self._refused(resp, "dossier_read_v2"), [n])
             todo = [n for n in todo if n not in out]
-        if todo and caps.serves("etats_v2"):
+            tried = True
+        if todo and caps.serves("etats_v2") and not (first_route_only and tried):
             start = since or (utcnow() - dt.timedelta(days=7))
             wanted = set(todo)
             seen: dict[str, DossierState] = {}
