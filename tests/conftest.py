@@ -150,12 +150,15 @@ def sbx():
 
 @pytest.fixture
 def sandbox(sbx):
-    """The shared sandbox, reset (data, faults, profiles, settings) for this test."""
-    sbx.reset()
-    sbx.clear_faults()
-    sbx.set_profile(None, "strict")
+    """The shared sandbox, reset (data, faults, profiles, settings) for this test, and again
+    after it: the tests that use ``sbx`` directly (tests/sandbox) find it as started."""
+    def clean():
+        sbx.reset()
+        sbx.clear_faults()
+        sbx.set_profile(None, "strict")
+    clean()
     yield sbx
-    sbx.clear_faults()
+    clean()
 
 
 @pytest.fixture
