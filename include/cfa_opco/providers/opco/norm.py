@@ -109,7 +109,7 @@ def route_label(route_id: str) -> str:
 
 
 # ---- states --------------------------------------------------------------------------
-class Etat(str, enum.Enum):
+class Etat(enum.StrEnum):
     """A dossier's state at the OPCO (``etat``)."""
     TRANSMIS = "TRANSMIS"                          # received
     EN_COURS_INSTRUCTION = "EN_COURS_INSTRUCTION"  # being examined
@@ -119,9 +119,6 @@ class Etat(str, enum.Enum):
     SOLDE = "SOLDE"                                # fully paid
     RUPTU = "RUPTU"                                # terminated early
 
-    def __str__(self) -> str:
-        return self.value
-
 
 OPEN_STATES = frozenset({Etat.TRANSMIS, Etat.EN_COURS_INSTRUCTION})
 FINAL_STATES = frozenset({Etat.ENGAGE, Etat.REFUSE, Etat.ANNULE, Etat.SOLDE, Etat.RUPTU})  # no more follow-up
@@ -129,16 +126,13 @@ DECIDED_STATES = frozenset({Etat.ENGAGE, Etat.REFUSE, Etat.ANNULE})             
 ACCEPTED_STATES = frozenset({Etat.ENGAGE, Etat.SOLDE, Etat.RUPTU})                       # they imply ENGAGE
 
 
-class EtatFacture(str, enum.Enum):
+class EtatFacture(enum.StrEnum):
     """An invoice's state (``etatFacture``). Only REGLE is seen in public material; the
     others are this project's convention (docs/api-conventions.md)."""
     EN_COURS = "EN_COURS"
     REGLE = "REGLE"
     REGLE_PARTIEL = "REGLE_PARTIEL"
     REJETEE = "REJETEE"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # ---- contract types (typeContratApp) ---------------------------------------------------

@@ -27,15 +27,12 @@ from . import reading
 from .norm import opco_label
 
 
-class SendKind(str, enum.Enum):
+class SendKind(enum.StrEnum):
     CREATED = "CREATED"
     REJECTED = "REJECTED"
     RETRY_LATER = "RETRY_LATER"
     AMBIGUOUS = "AMBIGUOUS"
     UNREADABLE = "UNREADABLE"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 RETRY_STATUSES = frozenset({408, 425, 429, 502, 503, 504})

@@ -185,6 +185,15 @@ def _iso(d: dt.datetime) -> str:
     return d.isoformat()
 
 
+def etats_pager(opco_code: str, base_url: str, date_debut: dt.datetime, date_fin: dt.datetime | None,
+                page_size: int, max_pages: int) -> "reading.Pager":
+    """The pager over the v2 etats window [date_debut, date_fin) — for both hooks."""
+    params = {"numeroPage": FIRST_PAGE, "taillePage": page_size, "dateDebut": _iso(date_debut)}
+    if date_fin is not None:
+        params["dateFin"] = _iso(date_fin)
+    return reading.Pager(opco_code, base_url, "etats_v2", params, page_size, max_pages)
+
+
 def prepare_request(info: ConnInfo | None, caps: Capabilities, method: str, route_id: str, params: dict | None,
                     json_body: Any = None, files: dict | None = None, form: dict | None = None,
                     encoded: bytes | None = None, url: str | None = None) -> dict:
@@ -823,11 +832,7 @@ class OpcoHook(BaseHook):
         """Every dossier whose state changed in [date_debut, date_fin), all pages (v2 etats), as the
         norm's items. Pages by number, offset/limit or next link (body or Link header), lists bare or
         wrapped (see :mod:`..reading`). :class:`Unreadable` when an answer cannot be understood."""
-        params = {k: v for k, v in {"numeroPage": FIRST_PAGE, "taillePage": page_size,
-                                    "dateDebut": _iso(date_debut),
-                                    "dateFin": _iso(date_fin) if date_fin is not None else None}.items()
-                  if v is not None}
-        pager = reading.Pager(self.opco_code, self.base_url, "etats_v2", params, page_size, max_pages)
+        pager = etats_pager(self.opco_code, self.base_url, date_debut, date_fin, page_size, max_pages)
         while pager.more():
             resp = self.request("GET", "etats_v2", params=pager.params, url=pager.url, max_attempts=max_attempts,
                                 read=lambda r: self._read_list(r, "etats_v2", ("EtatDossierResult",)))

@@ -30,7 +30,7 @@ from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnava
 from ..norm import FIRST_PAGE, LISTE_MAX, ROUTES, parse_conn_id
 from ..proofs import ExchangeRecord, utcnow
 from ..reading import DossierState, Unreadable
-from .opco import (RE_DATE, TOKEN_ERRORS, OpcoResponse, _first_code, _iso, answer_record, make_response,
+from .opco import (RE_DATE, TOKEN_ERRORS, OpcoResponse, _first_code, _iso, answer_record, etats_pager, make_response,
                    no_answer_record, parse_retry_after, prepare_request, retry_unreadable, scrub)
 
 log = logging.getLogger(__name__)
@@ -283,10 +283,8 @@ class AsyncOpcoHook:
     async def state_changes(self, date_debut: dt.datetime, date_fin: dt.datetime | None = None,
                             page_size: int = 1000, max_pages: int = 100_000) -> AsyncIterator[dict]:
         """As OpcoHook.iter_state_changes (every page, any paging style), asynchronously."""
-        params = {k: v for k, v in {"numeroPage": FIRST_PAGE, "taillePage": page_size, "dateDebut": _iso(date_debut),
-                                    "dateFin": _iso(date_fin) if date_fin else None}.items() if v is not None}
         info = await self.conn_info()
-        pager = reading.Pager(self.opco_code, info.base, "etats_v2", params, page_size, max_pages)
+        pager = etats_pager(self.opco_code, info.base, date_debut, date_fin, page_size, max_pages)
         while pager.more():
             resp = await self.request("GET", "etats_v2", params=pager.params, url=pager.url,
                                       read=lambda r: self._read_list(r, "etats_v2", ("EtatDossierResult",)))
