@@ -35,7 +35,7 @@ from bench.common import bench_sources, fresh_database, seeded_erps  # noqa: E40
 def _prepare(run_id: str, connector: str, sources) -> dict:
     from cfa_opco.extraction import extract
     from cfa_opco.quality.gate import run_quality_gate
-    from cfa_opco.transmission import plan
+    from cfa_opco.outbox import plan
 
     extract(run_id, sources, connector)
     run_quality_gate(run_id, connector, write_reports=False, data_docs=False)
@@ -44,9 +44,9 @@ def _prepare(run_id: str, connector: str, sources) -> dict:
 
 def _transmit(args) -> dict:
     run_id, connector, conn_id, workers = args
-    from cfa_opco.transmission import transmit_batch
+    from cfa_opco.outbox import transmit_batch
 
-    return transmit_batch(run_id, connector, conn_id, sources=None, max_workers=workers)
+    return transmit_batch(run_id, connector, conn_id, max_workers=workers)
 
 
 def main() -> None:
@@ -152,10 +152,10 @@ def _capacity_and_rate_limit(args, sources) -> None:
 
 def _transmit_heavy(args) -> dict:
     run_id, connector, conn_id, workers, read_timeout = args
-    from cfa_opco.transmission import transmit_batch
+    from cfa_opco.outbox import transmit_batch
 
     t0 = time.perf_counter()
-    out = transmit_batch(run_id, connector, conn_id, sources=None, max_workers=workers, read_timeout=read_timeout,
+    out = transmit_batch(run_id, connector, conn_id, max_workers=workers, read_timeout=read_timeout,
                          retry_base=0.1, deadline_seconds=600)
     return {**out, "seconds": time.perf_counter() - t0, "count": out["sent"] + out["resolved_in_doubt"] + out["rejected"]}
 
@@ -209,7 +209,7 @@ def _heavy_faults(args, sources) -> None:
 def _limited(connector: str, conn_id: str, limit: int) -> tuple[int, float]:
     """Send up to ``limit`` dossiers of the key's batch; return (sent, seconds)."""
     from cfa_opco.db.connect import connection
-    from cfa_opco.transmission import transmit_batch
+    from cfa_opco.outbox import transmit_batch
 
     with connection(connector) as conn, conn.cursor() as cur:   # keep the batch to ``limit`` dossiers
         cur.execute("""UPDATE transmission_plan SET decision = 'FILTERED' WHERE run_id = 'bench_rl'
@@ -218,7 +218,7 @@ def _limited(connector: str, conn_id: str, limit: int) -> tuple[int, float]:
                            AND conn_id = %s AND decision = 'ROUTED' AND nature = 'CONTRAT'
                            ORDER BY numero_interne LIMIT %s)""", (conn_id, conn_id, limit))
     t0 = time.perf_counter()
-    result = transmit_batch("bench_rl", connector, conn_id, sources=None, max_workers=8)
+    result = transmit_batch("bench_rl", connector, conn_id, max_workers=8)
     return result["sent"], time.perf_counter() - t0
 
 

@@ -77,11 +77,10 @@ def cfa_opco_followup():
 
     @task
     def settle_in_doubt(**context) -> dict:
-        from cfa_opco.pipeline.config import CONNECTOR_CONN_ID, software, sources_file
-        from cfa_opco.sources import load_sources
-        from cfa_opco.transmission import settle_in_doubt as settle
+        from cfa_opco.outbox import settle_in_doubt as settle
+        from cfa_opco.pipeline.config import CONNECTOR_CONN_ID, software
 
-        result = settle(CONNECTOR_CONN_ID, sources=load_sources(sources_file()), software=software())
+        result = settle(CONNECTOR_CONN_ID, software=software())
         if result["after"]:
             context["ti"].log.warning("%d dossier(s) toujours en doute (réponse perdue, OPCO illisible) : "
                                       "le prochain run de ce DAG les relit encore", result["after"])

@@ -30,12 +30,10 @@ def transmit(*, batch: dict, run_key: str, connector_conn_id: str, dry_run: bool
              context: Any = None) -> dict:
     """Send one planned (OPCO, SIREN) batch of a run; the batch summary (``auth_error`` set
     when the key is refused: the operator fails the task with that message)."""
+    from cfa_opco.outbox import transmit_batch
     from cfa_opco.pipeline import config
-    from cfa_opco.sources import load_sources
-    from cfa_opco.transmission import transmit_batch
 
-    return transmit_batch(run_key, connector_conn_id, batch["conn_id"],
-                          sources=load_sources(config.sources_file()), software=config.software(),
+    return transmit_batch(run_key, connector_conn_id, batch["conn_id"], software=config.software(),
                           dry_run=dry_run, max_workers=max_workers,
                           key_warning_days=int(config.variable("cfa_opco_key_expiry_warning_days", 30)))
 

@@ -67,7 +67,7 @@ def quality(context, extraction: dict) -> dict:
 
 def plan(context, quality_summary: dict | None = None) -> dict:
     """Route the run's dossiers once (idempotent); return the counts."""
-    from cfa_opco.transmission import plan as plan_run
+    from cfa_opco.outbox import plan as plan_run
 
     params = context["params"]
     result = plan_run(_run_id(context), config.CONNECTOR_CONN_ID,
@@ -80,7 +80,7 @@ def plan(context, quality_summary: dict | None = None) -> dict:
 
 
 def batches_for(context, opco_code: str) -> list[dict]:
-    from cfa_opco.transmission import planned_batches
+    from cfa_opco.outbox import planned_batches
 
     return planned_batches(_run_id(context), config.CONNECTOR_CONN_ID, opco_code)
 

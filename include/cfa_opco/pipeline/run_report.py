@@ -1,7 +1,7 @@
 """Where every extracted dossier of a run ended: one bucket each, counts that add up.
 
 Each dossier staged for the run lands in exactly one bucket, decided in this order: its
-quality verdict, its routing (plan), then its latest ledger row (transmission.Status) and,
+quality verdict, its routing (plan), then its latest ledger row (outbox.Status) and,
 once sent, what the OPCO decided. ``run_buckets`` computes them from the connector's
 database; ``check_totals`` fails loudly when extracted ≠ sum of buckets; ``write_markdown``
 writes the run report a CFA employee reads.

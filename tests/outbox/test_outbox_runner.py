@@ -13,54 +13,11 @@ import time
 import pytest
 
 from cfa_opco.extraction import extract
-from cfa_opco.sandbox.testing import run_sandbox
-from cfa_opco.transmission import plan, transmit_batch
-from tests import transmission_env
+from cfa_opco.outbox import plan, transmit_batch
+from tests.outbox.common import RUN, creations as _creations, transmit_all as _transmit_all
 from tests.helpers import rows
 
-RUN = "manual__test"
 FAULT_OPCOS = ("atlas", "opco_ep", "constructys")   # v2 and v1-only OPCOs
-
-
-@pytest.fixture()
-def sandbox():
-    # idempotency off: the sandbox creates a second dossier for a resent numeroInterne,
-    # so only the client's ledger can keep creations at one
-    with run_sandbox(instant=True, rate_limit=0, overrides={"idempotency": False}) as sbx:
-        yield sbx
-
-
-@pytest.fixture()
-def staged(sandbox, sources, connector_dsn, monkeypatch, tmp_path):
-    env = transmission_env.opco_connection_env(sandbox.port, extra_overrides={"rate_limit_per_second": 0})
-    transmission_env.apply(monkeypatch, env)
-    extract(RUN, sources, connector_dsn)
-    from cfa_opco.quality.gate import run_quality_gate
-
-    run_quality_gate(RUN, connector_dsn, reports_dir=tmp_path / "reports")
-    return {"sandbox": sandbox, "sources": sources, "connector": connector_dsn}
-
-
-def _creations(sbx) -> dict[str, int]:
-    from cfa_opco.opcos import opco_codes
-
-    total: dict[str, int] = {}
-    for code in opco_codes():
-        for numero, n in sbx.creations(code)["creations"].items():
-            total[numero] = total.get(numero, 0) + n
-    return total
-
-
-def _transmit_all(ctx, run=RUN, opcos=None, **kw) -> dict:
-    planned = plan(run, ctx["connector"])
-    out = {}
-    for code, batches in planned["batches"].items():
-        if opcos and code not in opcos:
-            continue
-        for b in batches:
-            out[b["conn_id"]] = transmit_batch(run, ctx["connector"], b["conn_id"], sources=ctx["sources"],
-                                               max_workers=4, retry_base=0.01, **kw)
-    return {"plan": planned, "batches": out}
 
 
 def test_plan_routes_and_reports_what_needs_a_person(staged):
@@ -133,8 +90,7 @@ def test_heavy_faults_still_exactly_once(staged):
 KILLABLE = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
-    from cfa_opco.transmission import transmit_batch
-    from cfa_opco.sources import load_sources
+    from cfa_opco.outbox import transmit_batch
     transmit_batch({run!r}, {connector!r}, {conn_id!r}, max_workers=4)
 """)
 
@@ -155,7 +111,7 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(staged):
     created_before = sbx.creations(opco, batch["siren"])["total"]
     assert 0 < created_before < batch["count"], "the kill must land mid-batch"
     sbx.set_rate_limit(0)
-    summary = transmit_batch(RUN, staged["connector"], batch["conn_id"], sources=staged["sources"], max_workers=4,
+    summary = transmit_batch(RUN, staged["connector"], batch["conn_id"], max_workers=4,
                              retry_base=0.01)
     after = sbx.creations(opco, batch["siren"])
     assert after["duplicates"] == []
@@ -169,7 +125,7 @@ def test_dry_run_sends_nothing(staged):
     sbx = staged["sandbox"]
     planned = plan(RUN, staged["connector"])
     b = planned["batches"]["atlas"][0]
-    summary = transmit_batch(RUN, staged["connector"], b["conn_id"], sources=staged["sources"], dry_run=True)
+    summary = transmit_batch(RUN, staged["connector"], b["conn_id"], dry_run=True)
     assert summary["dry_run"] >= b["count"] - summary["deferred"] and summary["sent"] == 0
     assert sbx.creations("atlas")["total"] == 0
 
@@ -188,7 +144,7 @@ def test_forced_resend_needs_a_reason_and_is_kept_in_the_ledger(staged):
     planned = plan("manual__force", staged["connector"],
                    force=[{"numero_interne": numero, "reason": "OPCO a perdu le dossier", "by": "qualite"}])
     b = planned["batches"]["atlas"][0]
-    summary = transmit_batch("manual__force", staged["connector"], b["conn_id"], sources=staged["sources"])
+    summary = transmit_batch("manual__force", staged["connector"], b["conn_id"])
     assert summary["sent"] == 1
     ledger = rows(staged["connector"], """SELECT forced, force_reason FROM transmission
                                         WHERE numero_interne = %s AND operation = 'DOSSIER' ORDER BY id""", numero)
@@ -224,7 +180,7 @@ def test_an_unforeseen_error_on_one_dossier_leaves_it_in_doubt_and_the_batch_goe
 def test_short_gil_slices_while_batches_run_then_restored():
     import threading
 
-    from cfa_opco.transmission import _short_gil_slices
+    from cfa_opco.outbox.runner import short_gil_slices as _short_gil_slices
 
     before = sys.getswitchinterval()
     inside, release = threading.Event(), threading.Event()
@@ -286,7 +242,7 @@ def test_heavy_fault_preset_small_volume_every_dossier_final_once(staged):
     keys = _small_batches(staged, {"atlas": 35, "constructys": 30})
     sbx.set_fault_preset("heavy")
     t0 = _time.monotonic()
-    results = {cid: transmit_batch(RUN, staged["connector"], cid, sources=staged["sources"], max_workers=8,
+    results = {cid: transmit_batch(RUN, staged["connector"], cid, max_workers=8,
                                    retry_base=0.05, read_timeout=1.0, deadline_seconds=120)
                for cid in keys.values()}
     elapsed = _time.monotonic() - t0
@@ -319,7 +275,7 @@ def test_random_429s_are_retried_per_request_without_pausing_the_key(staged):
     keys = _small_batches(staged, {"atlas": 80})
     sbx.set_faults(error_429=0.25, methods=["POST"])
     t0 = _time.monotonic()
-    r = transmit_batch(RUN, staged["connector"], keys["atlas"], sources=None, max_workers=8, retry_base=0.05)
+    r = transmit_batch(RUN, staged["connector"], keys["atlas"], max_workers=8, retry_base=0.05)
     elapsed = _time.monotonic() - t0
     sbx.clear_faults()
     routed = rows(staged["connector"], """SELECT count(*) FROM transmission_plan WHERE run_id = %s
@@ -337,7 +293,7 @@ def test_consecutive_429s_pause_the_key(staged):
     sbx = staged["sandbox"]
     keys = _small_batches(staged, {"atlas": 20})
     sbx.set_rate_limit(5)
-    r = transmit_batch(RUN, staged["connector"], keys["atlas"], sources=None, max_workers=8, retry_base=0.05)
+    r = transmit_batch(RUN, staged["connector"], keys["atlas"], max_workers=8, retry_base=0.05)
     sbx.set_rate_limit(0)
     assert r["sent"] == 20 and r["key_pauses"] >= 1, r
     assert sbx.duplicates_created() == 0
@@ -347,12 +303,12 @@ def test_unsettled_dossiers_end_in_doubt_with_the_reason_then_settle_in_doubt_se
     """Every answer lost and no read route readable until the batch's deadline: the dossiers
     are in doubt (never 0 by omission), with the reason; once the OPCO can be read, the
     follow-up's settle_in_doubt finds them at the OPCO and records them, sending nothing again."""
-    from cfa_opco.transmission import in_doubt_count, settle_in_doubt
+    from cfa_opco.outbox import in_doubt_count, settle_in_doubt
 
     sbx = staged["sandbox"]
     keys = _small_batches(staged, {"constructys": 12})
     sbx.set_faults(lost_response=1.0, methods=["ALL"])     # writes processed, nothing readable
-    r = transmit_batch(RUN, staged["connector"], keys["constructys"], sources=None, max_workers=4,
+    r = transmit_batch(RUN, staged["connector"], keys["constructys"], max_workers=4,
                        retry_base=0.05, deadline_seconds=3)
     sbx.clear_faults()
     assert r["in_doubt"] == 12 and r["sent"] == 0, r
@@ -396,8 +352,8 @@ def test_an_avenant_whose_base_is_quarantined_waits_in_the_ledger_with_the_reaso
     conn_id = rows(connector, "SELECT conn_id FROM transmission_plan WHERE run_id = %s AND numero_interne = %s",
                    RUN, avenant)[0][0]
     assert conn_id, "the avenant is routed"
-    first = transmit_batch(RUN, connector, conn_id, sources=None, max_workers=4, retry_base=0.01)
-    again = transmit_batch(RUN, connector, conn_id, sources=None, max_workers=4, retry_base=0.01)
+    first = transmit_batch(RUN, connector, conn_id, max_workers=4, retry_base=0.01)
+    again = transmit_batch(RUN, connector, conn_id, max_workers=4, retry_base=0.01)
     assert first["waiting"] >= 1 and again["waiting"] == first["waiting"]
     ledger = rows(connector, """SELECT status, message FROM transmission WHERE numero_interne = %s
                                 AND operation = 'DOSSIER'""", avenant)
@@ -432,7 +388,7 @@ def test_run_buckets_put_every_staged_dossier_in_exactly_one_bucket(staged):
 
     planned = plan(RUN, staged["connector"])
     batch = min(planned["batches"]["atlas"], key=lambda b: b["count"])
-    r = transmit_batch(RUN, staged["connector"], batch["conn_id"], sources=None, max_workers=4, retry_base=0.01)
+    r = transmit_batch(RUN, staged["connector"], batch["conn_id"], max_workers=4, retry_base=0.01)
     result = run_buckets(staged["connector"], RUN)
     b = result["buckets"]
     assert sum(b.values()) == result["staged"] == 2000
@@ -441,19 +397,3 @@ def test_run_buckets_put_every_staged_dossier_in_exactly_one_bucket(staged):
     assert result["reasons"]["not_processed"] == {"aucun envoi enregistré pour ce run": b["not_processed"]}
     assert b["needs_human_decision"] > 0 and b["not_transmissible"] > 0 and b["in_doubt"] == 0
     assert sum(result["decisions"].values()) == b["transmitted"]
-
-
-def test_dossiers_waiting_for_a_later_try_do_not_hold_up_the_next_chunk():
-    """The runner feeds one chunk ahead of the workers, counting only the dossiers that are due
-    (or being worked on): those waiting for Retry-After or a read-back's tick do not count."""
-    from cfa_opco.transmission import _SEND, _SETTLE, _DelayQueue, _Job
-
-    q = _DelayQueue(time.monotonic() + 60, group=100)
-    now = time.monotonic()
-    for i in range(3):
-        q.put(_SEND, now, _Job({"numero_interne": f"D{i}"}, {}, b"", ""), new=True)
-    q.put(_SEND, now + 30, _Job({"numero_interne": "RA"}, {}, b"", ""), new=True)        # Retry-After
-    q.put(_SETTLE, now + 30, _Job({"numero_interne": "RB"}, {}, b"", ""), new=True)      # read-back
-    assert q.outstanding == 5 and q.active() == 3
-    q.pause_until = now + 60          # a whole-key pause: nothing is due, yet all are in flight
-    assert q.active() == 3

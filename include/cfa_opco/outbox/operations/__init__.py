@@ -1,0 +1,13 @@
+"""Every kind of exchange with an OPCO, declared once (see :mod:`.base`). Adding one is a new
+module here plus its tests: docs/outbox.md shows a worked example (the invoice)."""
+from __future__ import annotations
+
+from .base import Attempt, Found, Job, Operation, Prepared
+from .dossier import AVENANT, DOSSIER
+from .piece import PIECE
+from .rupture import RUPTURE
+
+# ledger code -> operation (AVENANT shares DOSSIER's code: same route, same ledger rows)
+BY_CODE = {op.code: op for op in (DOSSIER, PIECE, RUPTURE)}
+
+__all__ = ["AVENANT", "Attempt", "Found", "BY_CODE", "DOSSIER", "Job", "Operation", "PIECE", "Prepared", "RUPTURE"]

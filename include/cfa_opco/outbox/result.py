@@ -1,0 +1,52 @@
+"""What one batch came to: the counters a run summary adds up."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BatchResult:
+    """Dossier counters (sent ... dry_run: one per dossier of the batch), then those of the
+    exchanges that follow a dossier (pièces, ruptures), then how the sending went."""
+    conn_id: str
+    sent: int = 0
+    already_sent: int = 0
+    resolved_in_doubt: int = 0
+    rejected: int = 0
+    already_rejected: int = 0
+    blocked: int = 0
+    in_doubt: int = 0
+    waiting: int = 0
+    dry_run: int = 0
+    pieces_sent: int = 0
+    pieces_rejected: int = 0
+    pieces_blocked: int = 0
+    pieces_in_doubt: int = 0
+    ruptures_sent: int = 0
+    ruptures_rejected: int = 0
+    ruptures_blocked: int = 0
+    ruptures_in_doubt: int = 0
+    retried_later: int = 0        # answers 429 (Retry-After honoured for that request)
+    ambiguous: int = 0            # answers lost (timeout, dropped connection, 5xx, unreadable)
+    read_backs: int = 0           # grouped read-back calls that settled them
+    key_pauses: int = 0           # whole-key pauses (consecutive 429: real rate limiting)
+    errors: list = field(default_factory=list)
+    key_warning: str | None = None
+    auth_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def error(self, numero: str, text: str) -> None:
+        with self.lock:
+            if len(self.errors) < 20:
+                self.errors.append({"numero_interne": numero, "error": text[:300]})
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "lock"}
+        d["transmitted"] = self.sent + self.resolved_in_doubt
+        d["deferred"] = self.waiting    # (older name)
+        return d
