@@ -198,7 +198,8 @@ class RowReader:
                 self.issues.append((None, row_number, "*", None,
                                     f"Ligne {row_number} illisible ({len(raw_fields)} colonnes au lieu de {n_cols})"))
                 continue
-            values = self._fast(line) if b"\\" not in line else None
+            # a NULL is printed \N: only another backslash (an escaped character) needs the slow path
+            values = self._fast(line) if b"\\" not in line.replace(b"\\N", b"") else None
             problems, fast = [], values is not None
             if not fast:
                 values, problems = self._slow(raw_fields)
