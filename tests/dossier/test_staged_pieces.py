@@ -48,8 +48,8 @@ def test_extraction_freezes_each_document_with_its_sha256(own_files, connector_d
     main, est = (next(s for s in own_files if s.id == i) for i in ("erp_main", "erp_est"))
 
     # erp_main keeps its documents as bytes: the hash is the ERP's own sha256 of them
-    in_erp = {n: h for n, h in rows(main.target, """
-        SELECT c.numero_interne, encode(sha256(p.contenu), 'hex') FROM piece p JOIN contrat c ON c.id = p.contrat_id""")}
+    in_erp = dict(rows(main.target, """SELECT c.numero_interne, encode(sha256(p.contenu), 'hex')
+                                       FROM piece p JOIN contrat c ON c.id = p.contrat_id"""))
     staged = dict(rows(connector_dsn, "SELECT numero_interne, sha256 FROM staged_piece "
                                       "WHERE run_id = 'run-1' AND source_id = 'erp_main'"))
     contracts = {k[1] for k in _keys(connector_dsn, "run-1", "erp_main")}
