@@ -10,7 +10,10 @@ gate turns into a quarantine reason: one bad row never stops the others. The par
 land in a temporary table of the connector's database, where a content hash over the
 fields that travel to the OPCO is computed and one set-based statement keeps the
 dossiers whose content differs from what was last transmitted (new, changed, amended,
-cancelled, broken off) and freezes them as the run's batch (``staged_dossier``).
+cancelled, broken off) and freezes them as the run's batch (``staged_dossier``). The
+documents of the staged contracts are frozen with them, bytes and SHA-256
+(:mod:`cfa_opco.dossier.pieces`, ``staged_piece``): a send never reads the ERP; a file
+that cannot be read is recorded as such and its dossier still staged.
 
 The batch is keyed by the DAG run id and sealed when complete: a retry, a cleared task or
 a rerun of the same DAG run returns the same set without reading the ERPs again (unless
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 
 from cfa_opco.db.connect import connect
 from cfa_opco.dossier import fields
-from cfa_opco.dossier.model import COLUMN_NAMES, COLUMNS
+from cfa_opco.dossier.model import COLUMN_NAMES, COLUMNS, NATURE_AVENANT
+from cfa_opco.dossier.pieces import stage_pieces
 from cfa_opco.sources import Source
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,8 @@ class SourceResult:
     issues: int = 0            # unreadable values recorded in extraction_issue
     rows_with_issues: int = 0  # staged rows carrying at least one (quarantined by the gate)
     rejected: int = 0          # rows without a readable numero_interne (cannot be staged)
+    pieces_staged: int = 0     # documents of the staged contracts frozen with their bytes
+    pieces_unreadable: int = 0  # documents that could not be read (staged_piece.error)
     error: str | None = None
     seconds: float = 0.0
 
@@ -192,7 +198,8 @@ class RowReader:
                 self.issues.append((None, row_number, "*", None,
                                     f"Ligne {row_number} illisible ({len(raw_fields)} colonnes au lieu de {n_cols})"))
                 continue
-            values = self._fast(line) if b"\\" not in line else None
+            # a NULL is printed \N: only another backslash (an escaped character) needs the slow path
+            values = self._fast(line) if b"\\" not in line.replace(b"\\N", b"") else None
             problems, fast = [], values is not None
             if not fast:
                 values, problems = self._slow(raw_fields)
@@ -282,6 +289,17 @@ def _stage_source(cur, run_id: str, source: Source, spool, reader: RowReader) ->
     return res
 
 
+def _stage_source_pieces(cur, run_id: str, source: Source, result: SourceResult) -> None:
+    """The documents of the source's staged contracts (avenants carry none), frozen with
+    them; a documents query that fails fails the source (caught by :func:`extract`)."""
+    if not source.pieces_sql:
+        return
+    cur.execute("SELECT numero_interne FROM staged_dossier WHERE run_id = %s AND source_id = %s "
+                "AND nature <> %s", (run_id, source.id, NATURE_AVENANT))
+    counts = stage_pieces(cur, run_id, source, [r[0] for r in cur.fetchall()])
+    result.pieces_staged, result.pieces_unreadable = counts["staged"], counts["unreadable"]
+
+
 def extract(run_id: str, sources: list[Source], connector: str,
             logical_date: dt.date | None = None, reextract: bool = False) -> dict:
     """Freeze the run's batch of dossiers to transmit; return its summary.
@@ -303,6 +321,7 @@ def extract(run_id: str, sources: list[Source], connector: str,
                 conn.commit()
                 return summary
             if row:
+                cur.execute("DELETE FROM staged_piece WHERE run_id = %s", (run_id,))
                 cur.execute("DELETE FROM staged_dossier WHERE run_id = %s", (run_id,))
                 cur.execute("DELETE FROM extraction_issue WHERE run_id = %s", (run_id,))
                 cur.execute("UPDATE extraction_run SET started_at = now(), sealed = false "
@@ -318,6 +337,7 @@ def extract(run_id: str, sources: list[Source], connector: str,
                     with tempfile.TemporaryFile("w+b") as spool:
                         _read_source(source, spool)
                         result = _stage_source(cur, run_id, source, spool, RowReader(source.id))
+                    _stage_source_pieces(cur, run_id, source, result)
                     cur.execute("RELEASE SAVEPOINT source")
                 except Exception as exc:  # one source's failure is reported, not fatal
                     cur.execute("ROLLBACK TO SAVEPOINT source")
@@ -330,6 +350,9 @@ def extract(run_id: str, sources: list[Source], connector: str,
                          f", {len(result.duplicates)} duplicate numeroInterne" if result.duplicates else "",
                          f", {result.rows_with_issues} rows with unreadable values (quarantined), "
                          f"{result.rejected} rows without a numero_interne" if result.issues else "")
+                if result.pieces_staged or result.pieces_unreadable:
+                    log.info("source %s: %s documents frozen, %s unreadable", source.id, result.pieces_staged,
+                             result.pieces_unreadable)
             summary = {
                 "run_id": run_id,
                 "extracted": sum(r.staged_new + r.staged_changed for r in results),
@@ -338,12 +361,16 @@ def extract(run_id: str, sources: list[Source], connector: str,
                 "read": sum(r.read for r in results),
                 "rows_with_issues": sum(r.rows_with_issues for r in results),
                 "rejected_rows": sum(r.rejected for r in results),
+                "pieces_staged": sum(r.pieces_staged for r in results),
+                "pieces_unreadable": sum(r.pieces_unreadable for r in results),
                 "by_source": {r.source_id: {"read": r.read, "new": r.staged_new,
                                             "changed": r.staged_changed, "unchanged": r.unchanged,
                                             "duplicates": (r.duplicates or [])[:20],
                                             "duplicates_count": len(r.duplicates or []),
                                             "rows_with_issues": r.rows_with_issues,
                                             "issues": r.issues, "rejected_rows": r.rejected,
+                                            "pieces_staged": r.pieces_staged,
+                                            "pieces_unreadable": r.pieces_unreadable,
                                             "seconds": r.seconds, "error": r.error}
                               for r in results},
                 "failed_sources": [r.source_id for r in results if r.error],
