@@ -114,18 +114,20 @@ def test_a_file_missing_at_extraction_is_an_error_row_and_its_dossier_is_staged(
 def test_paths_outside_the_files_root_and_documents_without_bytes_or_path_are_errors(own_files, connector_dsn):
     est = next(s for s in own_files if s.id == "erp_est")
     weird = dataclasses.replace(est, pieces_sql=f"""
-        SELECT numero_interne, piece_ref, type_piece, nom_fichier, type_mime, contenu,
+        SELECT numero_interne, piece_ref, type_piece, nom_fichier, type_mime,
+               CASE row_number() OVER (ORDER BY numero_interne) WHEN 4 THEN 'du texte' END AS contenu,
                CASE row_number() OVER (ORDER BY numero_interne) WHEN 1 THEN '../../' || chemin
                                                                  WHEN 2 THEN NULL
                                                                  WHEN 3 THEN '/etc/hostname'
                                                                  ELSE chemin END AS chemin
         FROM ({est.pieces_sql}) q""")
     summary = extract("run-1", [weird], connector_dsn)
-    assert summary["failed_sources"] == [] and summary["pieces_unreadable"] == 3
+    assert summary["failed_sources"] == [] and summary["pieces_unreadable"] == 4
     errors = sorted(e for (e,) in rows(connector_dsn, "SELECT error FROM staged_piece WHERE error IS NOT NULL"))
     assert errors[0].startswith("chemin hors du dossier des fichiers de la source : ../../conventions/")
     assert errors[1] == "chemin hors du dossier des fichiers de la source : /etc/hostname"
-    assert errors[2] == "ni contenu ni chemin de fichier dans l'ERP"
+    assert errors[2].startswith("contenu du document non binaire dans l'ERP (bytea attendu)")
+    assert errors[3] == "ni contenu ni chemin de fichier dans l'ERP"
 
 
 def test_a_failing_documents_query_fails_its_source_only(own_files, connector_dsn):

@@ -25,6 +25,7 @@ so memory stays bounded whatever the batch's size.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -111,7 +112,10 @@ def _stage(cur, run_id: str, source: Source, numeros: list[str], counts: dict) -
                             counts["staged"] += 1
                         out.add(run_id, source.id, numero, position, p, content, error)
             except psycopg2.Error as exc:
-                erp.rollback()
+                if getattr(exc, "cursor", None) is not None and exc.cursor.connection is not erp:
+                    raise   # the connector's COPY, not the ERP
+                with contextlib.suppress(psycopg2.Error):
+                    erp.rollback()
                 raise PiecesQueryError(f"documents query of source '{source.id}': {type(exc).__name__}: "
                                        f"{str(exc).strip()}") from exc
             erp.commit()
@@ -130,8 +134,11 @@ def _stage(cur, run_id: str, source: Source, numeros: list[str], counts: dict) -
 def _read(p: dict, root: str | None) -> tuple[bytes | memoryview | None, str | None]:
     """(content, None) or (None, why it cannot be read) — the reason names the path as
     the ERP gives it (relative to files_root), never the server's folders."""
-    if p.get("contenu") is not None:
-        return p["contenu"], None
+    content = p.get("contenu")
+    if content is not None:
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            return content, None
+        return None, "contenu du document non binaire dans l'ERP (bytea attendu) : requête des pièces à corriger"
     chemin = p.get("chemin")
     if not chemin:
         return None, "ni contenu ni chemin de fichier dans l'ERP"
