@@ -13,10 +13,15 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 
 from cfa_opco import settings
+from cfa_opco.erp.generator import seed
+from cfa_opco.pipeline.run_report import BUCKETS
+from cfa_opco.sandbox.testing import run_sandbox
+from cfa_opco.stack import airflow_env, embedded_pg
 
 DEMO_RATE_LIMIT = 95.0
 
@@ -24,8 +29,6 @@ DEMO_RATE_LIMIT = 95.0
 def _print_summary(summary: dict, log_path) -> None:
     """Every extracted dossier in one bucket (labels of the run report), the buckets' total,
     then the OPCOs' decisions on the transmitted ones."""
-    from cfa_opco.pipeline.run_report import BUCKETS
-
     print()
     print("=" * 78)
     print(f" CFA → OPCO daily run  {summary['run_id']}")
@@ -62,10 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox-port", type=int, default=8085)
     args = parser.parse_args(argv)
 
-    from cfa_opco.erp.generator import seed
-    from cfa_opco.sandbox.testing import run_sandbox
-    from cfa_opco.stack import airflow_env, embedded_pg
-
     t0 = time.perf_counter()
     was_running = embedded_pg.is_running()
     embedded_pg.start()
@@ -97,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
             print("[demo] running the DAG cfa_opco_daily (airflow dags test) ...")
             with open(log_path, "w") as log:
                 env = {**os.environ, **airflow_env.airflow_env()}
-                import subprocess
-
                 rc = subprocess.run([str(airflow_env.airflow_bin()), "dags", "test", "cfa_opco_daily"],
                                     env=env, stdout=log, stderr=subprocess.STDOUT).returncode
         runs = sorted((settings.REPORTS_DIR / "runs").glob("*.summary.json"), key=lambda p: p.stat().st_mtime)

@@ -18,10 +18,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
+
+from psycopg2.extras import execute_values
+
+from cfa_opco.db.connect import airflow_connection, cached_connections, connect, dsn_for
+from cfa_opco.pipeline.config import variable
+from cfa_opco.proofs import ProofRecorder
+from cfa_opco.providers.opco.hooks.opco import OpcoHook
+from cfa_opco.providers.opco.norm import opco_label, parse_conn_id
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +46,6 @@ def _now() -> dt.datetime:
 
 
 def _connect(connector: str):
-    from cfa_opco.db.connect import connect
-
     return connect(connector, application_name="cfa_opco.followup")
 
 
@@ -109,8 +116,6 @@ def apply_states(cur, conn_id: str, items: list[dict], via: str) -> tuple[list[d
     """Apply OPCO state items to opco_dossier (+ history). Returns (changed rows, rows known)."""
     if not items:
         return [], 0
-    from psycopg2.extras import execute_values
-
     latest: dict[str, dict] = {}
     for it in items:
         ni = it.get("numeroInterne")
@@ -166,8 +171,6 @@ class _ConnSync:
         self._commit_changes(db, changed)
 
     def run(self) -> dict:
-        from cfa_opco.providers.opco.capabilities import Capabilities  # noqa: F401
-
         start_requests = self.hook.request_count
         db = _connect(self.connector)
         try:
@@ -247,8 +250,6 @@ def failure_limit(value: int | None = None) -> int:
     ``value``, else the Variable cfa_opco_poll_failure_limit, else 5."""
     if value is None:
         try:
-            from cfa_opco.pipeline.config import variable
-
             value = variable("cfa_opco_poll_failure_limit", DEFAULT_POLL_FAILURE_LIMIT)
         except Exception:
             value = DEFAULT_POLL_FAILURE_LIMIT
@@ -259,8 +260,6 @@ def record_poll(connector: str, conn_id: str, error: str | None, limit: int) -> 
     """Count one poll of a key (followup_poll). A success clears the count and the key's
     "suivi impossible"; a failure counts, and from ``limit`` failures in a row the key's open
     dossiers are marked "suivi impossible" with the reason. Returns that mark, or None."""
-    from cfa_opco.providers.opco.norm import opco_label, parse_conn_id
-
     opco, siren = parse_conn_id(conn_id)
     conn = _connect(connector)
     try:
@@ -334,8 +333,6 @@ def sync_states(connector: str, conn_ids: list[str] | None = None, *, hook_facto
     failures in a row); from ``poll_failure_limit`` in a row (default: the Variable
     cfa_opco_poll_failure_limit, else 5) its open dossiers are marked "suivi impossible"
     (``suivi_impossible``: {conn_id: {dossiers, failures, reason}}); the others go on."""
-    from cfa_opco.db.connect import cached_connections
-
     with cached_connections():
         return _sync_states(connector, conn_ids, hook_factory=hook_factory, lag_seconds=lag_seconds,
                             page_size=page_size, writeback=writeback, run_id=run_id, stale_after=stale_after,
@@ -345,8 +342,6 @@ def sync_states(connector: str, conn_ids: list[str] | None = None, *, hook_facto
 
 def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, writeback, run_id, stale_after,
                  max_workers, record_proofs, software, poll_failure_limit) -> dict:
-    from cfa_opco.db.connect import airflow_connection, dsn_for
-
     connector = dsn_for(connector)   # resolved here: worker threads cannot look connections up
     if hasattr(writeback, "prepare"):
         writeback.prepare()
@@ -359,9 +354,6 @@ def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, w
             pass
     recorder = None
     if hook_factory is None:
-        from cfa_opco.providers.opco.hooks.opco import OpcoHook
-        from cfa_opco.proofs import ProofRecorder
-
         recorder = ProofRecorder(connector) if record_proofs else None
 
         def hook_factory(cid: str):
@@ -484,10 +476,6 @@ def run_summary(connector: str, run_id: str, pending_limit: int = 200) -> dict:
 def known_connections(connector: str) -> list[str]:
     """OPCO connection ids worth checking: those the connector has used (opco_dossier,
     transmission) plus any AIRFLOW_CONN_OPCO_* environment variable."""
-    import os
-
-    from cfa_opco.providers.opco.norm import parse_conn_id
-
     ids: set[str] = set()
     conn = _connect(connector)
     try:
@@ -513,16 +501,11 @@ def key_warnings(connector: str, days: int = 30, conn_ids: list[str] | None = No
     :func:`known_connections`)."""
     if conn_ids is None:
         try:
-            from cfa_opco.pipeline.config import variable
-
             conn_ids = variable("cfa_opco_key_connections", None, deserialize_json=True)
         except Exception:
             conn_ids = None
         conn_ids = conn_ids or known_connections(connector)
     if hook_factory is None:
-        from cfa_opco.providers.opco.hooks.opco import OpcoHook
-        from cfa_opco.proofs import ProofRecorder
-
         recorder = ProofRecorder(connector)
 
         def hook_factory(cid: str):

@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 from cfa_opco.db.connect import connect, connection
+from cfa_opco.stack.airflow_env import apply_env
 from cfa_opco.providers.opco.proofs import ExchangeRecord, MemoryProofSink  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if "://" not in args.connector and "AIRFLOW_HOME" not in os.environ:
         # a connection id from a shell: the project's local Airflow (make airflow-init / make demo)
-        from cfa_opco.stack.airflow_env import apply_env
-
         apply_env()
     bundle = export_proof_bundle(args.connector, args.numero_interne, include_payload=args.with_payload)
     text = json.dumps(bundle, ensure_ascii=False, indent=2, sort_keys=True)

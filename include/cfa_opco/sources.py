@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from cfa_opco import settings
 
 DEFAULT_CONFIG = settings.PROJECT_DIR / "config" / "sources.yaml"
@@ -36,8 +38,6 @@ class Source:
 def load_sources(path: str | Path | None = None, targets: dict[str, str] | None = None) -> list[Source]:
     """Read the sources file; ``targets`` maps a source id to a DSN used instead of its
     Airflow connection."""
-    import yaml
-
     path = Path(path or DEFAULT_CONFIG)
     if not path.exists():
         raise SourceConfigError(f"sources file not found: {path} (set the Airflow Variable "

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from cfa_opco.dossier.fields import IDENTIFIERS, normalize_identifier
 from cfa_opco.dossier.model import COLUMNS, NATURE_AVENANT, REMUNERATION_YEARS
+from cfa_opco.providers.opco.proofs import canonical_json
 
 _PERSON_BLOCKS = ("maitre2",)
 
@@ -86,6 +87,4 @@ def build_payload(row: Mapping[str, Any], numero_contrat_precedent: str | None =
 
 def payload_hash(payload: Any) -> str:
     """SHA-256 of the canonical bytes — the very bytes the hook sends."""
-    from cfa_opco.providers.opco.proofs import canonical_json
-
     return hashlib.sha256(canonical_json(payload)).hexdigest()

@@ -27,10 +27,13 @@ import math
 import random
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cfa_opco import settings
+from cfa_opco.db.connect import connection
+from cfa_opco.db.migrate import migrate
 from cfa_opco.erp import identifiers as ids
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -250,8 +253,6 @@ class Generator:
 
     @staticmethod
     def email(prenom: str, nom: str, domain: str) -> str:
-        import unicodedata
-
         def ascii_(s: str) -> str:
             s = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode()
             return "".join(ch for ch in s.lower() if ch.isalnum() or ch == "-")
@@ -617,9 +618,6 @@ class Generator:
 
     # -- loading ---------------------------------------------------------------------
     def load(self, main_dsn: str, est_dsn: str, files_root: Path) -> dict[str, int]:
-        from cfa_opco.db.connect import connection
-        from cfa_opco.db.migrate import migrate
-
         counts = {}
         for dsn, folder, tables, columns in (
                 (main_dsn, "erp_main", self.main, MAIN_COLUMNS),

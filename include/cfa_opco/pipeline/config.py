@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from airflow.sdk import Variable
+
 from cfa_opco import settings
 
 CONNECTOR_CONN_ID = "cfa_connector"
 
 
 def variable(name: str, default=None, deserialize_json: bool = False):
-    from airflow.sdk import Variable
-
     try:
         value = Variable.get(name, default=None)
     except Exception:  # no metadata database / API in some unit contexts

@@ -8,7 +8,12 @@ from __future__ import annotations
 import json
 import logging
 
-from cfa_opco.pipeline import config
+from cfa_opco.connector import migrate
+from cfa_opco.extraction import extract as extract_batch
+from cfa_opco.pipeline import config, run_report
+from cfa_opco.sources import load_sources
+from cfa_opco.outbox import plan as plan_run
+from cfa_opco.outbox import planned_batches
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +23,6 @@ def _run_id(context) -> str:
 
 
 def extract(context) -> dict:
-    from cfa_opco.connector import migrate
-    from cfa_opco.extraction import extract as extract_batch
-    from cfa_opco.sources import load_sources
-
     params = context["params"]
     migrate(config.CONNECTOR_CONN_ID)
     sources = load_sources(config.sources_file())
@@ -57,7 +58,8 @@ def _forced(context, key: str) -> list[dict]:
 
 
 def quality(context, extraction: dict) -> dict:
-    from cfa_opco.quality.gate import run_quality_gate
+    # every task of the daily DAG imports this module; only this one needs pandas and GX
+    from cfa_opco.quality.gate import run_quality_gate  # lazy: pandas + GX (seconds), quality task only
 
     return run_quality_gate(_run_id(context), config.CONNECTOR_CONN_ID,
                             reports_dir=config.reports_dir(),
@@ -67,8 +69,6 @@ def quality(context, extraction: dict) -> dict:
 
 def plan(context, quality_summary: dict | None = None) -> dict:
     """Route the run's dossiers once (idempotent); return the counts."""
-    from cfa_opco.outbox import plan as plan_run
-
     params = context["params"]
     result = plan_run(_run_id(context), config.CONNECTOR_CONN_ID,
                       only_opco=params.get("only_opco") or None, only_site=params.get("only_site") or None,
@@ -80,8 +80,6 @@ def plan(context, quality_summary: dict | None = None) -> dict:
 
 
 def batches_for(context, opco_code: str) -> list[dict]:
-    from cfa_opco.outbox import planned_batches
-
     return planned_batches(_run_id(context), config.CONNECTOR_CONN_ID, opco_code)
 
 
@@ -90,8 +88,6 @@ def summarize(context, extraction: dict, quality: dict | None = None,
     """The run's summary: every extracted dossier in exactly one bucket (the ledger's and the
     OPCOs' truth), written as JSON and as a Markdown run report; fails loudly when the
     counts do not add up or a source could not be read."""
-    from cfa_opco.pipeline import run_report
-
     run_id = _run_id(context)
     result = run_report.run_buckets(config.CONNECTOR_CONN_ID, run_id)
     b, d = result["buckets"], result["decisions"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from cfa_opco.db.connect import connection
+
 # bucket → label of the run report, in display order
 BUCKETS = {
     "transmitted": "Transmis à l'OPCO",
@@ -64,8 +66,6 @@ def _bucket(verdict, decision, status) -> str:
 def run_buckets(connector: str, run_id: str, detail_limit: int = 50) -> dict:
     """{"staged", "forced_in", "buckets": {bucket: n}, "decisions": {...}, "details": {bucket: [...]},
     "reasons": {bucket: {reason: n}}}."""
-    from cfa_opco.db.connect import connection
-
     with connection(connector) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('quality_run') IS NOT NULL")
         quality_ran = False

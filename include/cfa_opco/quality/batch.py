@@ -7,11 +7,10 @@ import io
 import pandas as pd
 
 from cfa_opco.dossier.model import BY_NAME
+from cfa_opco.quality.rules import NEEDED_COLUMNS
 
 
 def load_batch(conn, run_id: str, columns=None) -> pd.DataFrame:
-    from cfa_opco.quality.rules import NEEDED_COLUMNS
-
     cols = list(columns or NEEDED_COLUMNS)
     extra = ["content_hash"]
     buf = io.StringIO()

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 import great_expectations as gx  # noqa: E402  (this module is only imported lazily)
 from great_expectations.compatibility import pydantic  # noqa: E402
+from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 from great_expectations.execution_engine import PandasExecutionEngine  # noqa: E402
 from great_expectations.expectations.expectation import MulticolumnMapExpectation  # noqa: E402
 from great_expectations.expectations.metrics.map_metric_provider import (  # noqa: E402
@@ -92,8 +94,6 @@ class GxRunner:
     validation definition per domain (reused across runs of the same process)."""
 
     def __init__(self, data_docs_dir: Path | None = None):
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.source = self.context.data_sources.add_pandas("cfa_opco_batch")
@@ -121,8 +121,6 @@ class GxRunner:
     def validate(self, batch: R.Batch, rules: list[R.Rule], severities: dict[str, str],
                  run_name: str = "cfa_opco") -> tuple[dict[str, np.ndarray], dict]:
         """Run the five suites; return (rule id -> failing positions, per-domain statistics)."""
-        from great_expectations.core.run_identifier import RunIdentifier
-
         failing: dict[str, np.ndarray] = {}
         stats = {}
         for domain in R.DOMAINS:

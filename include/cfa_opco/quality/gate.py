@@ -31,6 +31,10 @@ import pandas as pd
 
 from cfa_opco import settings
 from cfa_opco.db.connect import connect
+from cfa_opco.quality import rules as R
+from cfa_opco.quality.batch import load_batch
+from cfa_opco.quality.expectations import GxRunner
+from cfa_opco.quality.reports import write_run_reports
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,6 @@ def check_batch(df: pd.DataFrame, *, severity_overrides: dict | None = None, eng
 
     Returns {"anomalies": DataFrame, "batch": rules.Batch, "severities": {...},
     "timings": {...}, "gx_stats": {...}, "data_docs": path or None}."""
-    from cfa_opco.quality import rules as R
-
     timings = {}
     sev = R.severities(severity_overrides)
     active = R.active_rules(sev)
@@ -65,8 +67,6 @@ def check_batch(df: pd.DataFrame, *, severity_overrides: dict | None = None, eng
     t0 = time.perf_counter()
     gx_stats, docs = {}, None
     if engine == "gx":
-        from cfa_opco.quality.expectations import GxRunner
-
         runner = GxRunner(data_docs_dir)
         failing, gx_stats = runner.validate(batch, active, sev, run_name=run_name)
         timings["validate"] = time.perf_counter() - t0
@@ -123,8 +123,6 @@ def extraction_anomalies(conn, run_id: str, dossiers: pd.DataFrame, anomalies: p
     text in a number column, bad encoding) to the run's anomalies, as rule
     EXTRACTION_VALEUR_ILLISIBLE on the dossier; the CHAMP_OBLIGATOIRE anomaly the NULLed
     value would also raise on that field is dropped (one reason, the real one)."""
-    from cfa_opco.quality import rules as R
-
     severity = sev.get(R.EXTRACTION_CODE, "error")
     if severity == "off":
         return anomalies
@@ -258,8 +256,6 @@ def run_quality_gate(run_id: str, connector: str, *, reports_dir: str | Path | N
     Returns {run_id, checked, passed, quarantined, forced, warnings, by_rule, by_site,
     report_index, timings} — counts only, safe for XCom."""
     t_start = time.perf_counter()
-    from cfa_opco.quality.batch import load_batch
-
     out_dir = Path(reports_dir) if reports_dir else settings.REPORTS_DIR / safe_name(run_id)
     conn = connect(connector, application_name="cfa_opco.quality")
     try:
@@ -320,8 +316,6 @@ def run_quality_gate(run_id: str, connector: str, *, reports_dir: str | Path | N
         report_index = None
         if write_reports:
             t0 = time.perf_counter()
-            from cfa_opco.quality.reports import write_run_reports
-
             report_index = write_run_reports(conn, run_id, out_dir, anomalies=anomalies, verdicts=verdicts,
                                              data_docs=result["data_docs"])
             with conn.cursor() as cur:

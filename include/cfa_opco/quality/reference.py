@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from cfa_opco import settings
 
@@ -57,7 +58,5 @@ def reference() -> Reference:
 @functools.lru_cache(maxsize=1)
 def catalogue() -> dict[str, dict]:
     """{code: {severity, domain, seeded, label}} from the YAML catalogue."""
-    import yaml
-
     doc = yaml.safe_load(Path(CATALOGUE).read_text(encoding="utf-8")) or {}
     return {code: dict(spec or {}) for code, spec in (doc.get("rules") or {}).items()}

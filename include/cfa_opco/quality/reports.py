@@ -21,6 +21,9 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
 
 GROUP_COLUMNS = ["source_id", "record_type", "record_ref", "record_label", "rule_code", "severity", "field",
                  "valeur", "message"]
@@ -161,16 +164,12 @@ def _safe(name: str) -> str:
 
 
 def write_excel(path: Path, fix: pd.DataFrame, anomalies: pd.DataFrame, summary_rows: list[tuple]) -> None:
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("À corriger")
     cols = [("dossiers", "Dossiers bloqués"), ("type_fiche", "Fiche"), ("record_label", "Enregistrement"),
             ("source_id", "ERP"), ("record_ref", "Référence ERP"), ("rule_code", "Règle"),
             ("severity", "Gravité"), ("field", "Champ"), ("valeur", "Valeur"), ("message", "À corriger"),
             ("sites", "Sites"), ("numeros", "Dossiers")]
-    from openpyxl.cell import WriteOnlyCell
 
     def header(sheet, labels):
         cells = []

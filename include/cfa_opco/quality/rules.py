@@ -26,6 +26,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from stdnum.fr import nir as stdnum_nir
+from stdnum.fr import siret as stdnum_siret
 
 from cfa_opco.dossier.model import BY_NAME, COLUMN_NAMES
 from cfa_opco.quality.reference import Reference, catalogue, reference
@@ -281,8 +283,6 @@ def prepare(domain: str, frame: pd.DataFrame, ref: Reference | None = None) -> p
 
 
 def _prep_siret(frame: pd.DataFrame, col: str, prefix: str) -> None:
-    from stdnum.fr import siret as stdnum_siret
-
     s = frame[col].str.replace(r"[\s.]", "", regex=True)
     frame[f"_{prefix}_siret"] = s
     frame[f"_{prefix}_siret_fmt"] = s.str.fullmatch(r"\d{14}")
@@ -301,8 +301,6 @@ def _prep_entreprise(f: pd.DataFrame, ref: Reference) -> pd.DataFrame:
 
 
 def _prep_apprenant(f: pd.DataFrame, ref: Reference) -> pd.DataFrame:
-    from stdnum.fr import nir as stdnum_nir
-
     nir = f["apprenti_nir"].str.replace(r"[\s.]", "", regex=True).str.upper()
     f["_nir"] = nir
     fmt = nir.str.fullmatch(r"\d{5}(?:\d{2}|2A|2B)\d{8}").astype(bool)

@@ -9,5 +9,5 @@ from .seed import sample_dossier, seed_dossiers, siret_for  # noqa: F401
 
 
 def create_app(*args, **kwargs):
-    from .app import create_app as _create
+    from .app import create_app as _create  # lazy: FastAPI (~0.8 s) only to serve; the seed helpers need none
     return _create(*args, **kwargs)

@@ -7,12 +7,24 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import OPCO_CODES, load_config, opco_settings
+import uvicorn
+
+from .app import create_app
+from .config import DEFAULT_CONFIG, OPCO_CODES, PROJECT_DIR, load_config, opco_settings  # noqa: F401
 from .faults import with_preset
 from .profiles import parse_profile
 
-PROJECT_DIR = Path(__file__).resolve().parents[3]
-DEFAULT_CONFIG = PROJECT_DIR / "config" / "sandbox.yaml"
+# uvicorn's fast loop and HTTP parser when installed (optional)
+try:
+    import uvloop  # noqa: F401
+    LOOP = "uvloop"
+except ImportError:
+    LOOP = None
+try:
+    import httptools  # noqa: F401
+    HTTP = "httptools"
+except ImportError:
+    HTTP = None
 
 
 def parse_args(argv=None):
@@ -110,22 +122,9 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"sandbox : configuration invalide : {exc}", file=sys.stderr)
         return 2
-    import uvicorn
-
-    from .app import create_app
     app, sb = create_app(cfg)
     logging.getLogger("uvicorn.error").info("OPCO sandbox db=%s", sb.store.path)
-    kwargs = {}
-    try:
-        import uvloop  # noqa: F401
-        kwargs["loop"] = "uvloop"
-    except ImportError:
-        pass
-    try:
-        import httptools  # noqa: F401
-        kwargs["http"] = "httptools"
-    except ImportError:
-        pass
+    kwargs = {k: v for k, v in (("loop", LOOP), ("http", HTTP)) if v}
     uvicorn.run(app, host=cfg["host"], port=int(cfg["port"]), access_log=a.access_log, log_level="warning",
                 timeout_graceful_shutdown=3, backlog=4096, **kwargs)
     return 0

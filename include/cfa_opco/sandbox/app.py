@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import enum
@@ -24,9 +25,11 @@ from cfa_opco.providers.opco.norm import ROUTES
 from . import profiles, schemas
 from .config import (OPCO_CODES, OpcoSettings, build_keys, deep_merge, load_capabilities, load_config,
                      load_idcc, opco_settings)
+from .errors import ApiError, parse_time
 from .faults import FaultLayer, Faults, TokenBucket, route_of
-from .profiles import J, Profile, dumps  # noqa: F401  (J, dumps re-exported to introspection)
-from .store import US, NotFound, Rejected, Store, iso, to_us
+from .introspection import add_introspection
+from .profiles import J, Profile
+from .store import US, NotFound, Rejected, Store, iso
 from .validation import (RE_NI, validate_certificat, validate_convention, validate_dossier,
                          validate_facture, validate_rupture)
 
@@ -34,15 +37,6 @@ SOFTWARE_HEADERS = ("EDITEUR", "LOGICIEL", "VERSION")
 DOC_TYPES = ("CONVENTION_FORMATION", "CERFA_SIGNE", "AUTRE")
 
 OpcoCode = enum.Enum("OpcoCode", {c: c for c in OPCO_CODES}, type=str)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, champ: str | None, message: str,
-                 headers: dict | None = None, errors: list | None = None):
-        super().__init__(message)
-        self.status = status
-        self.errors = errors or [{"code": code, "champ": champ, "message": message}]
-        self.headers = headers
 
 
 class Sandbox:
@@ -164,19 +158,6 @@ async def read_json_raw(request: Request, limit: int) -> tuple[Any, str]:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} n'est pas du JSON valide")
-
-
-def parse_time(value: str | None, champ: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        if len(value) == 10:
-            d = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.timezone.utc)
-        else:
-            d = dt.datetime.fromisoformat(value)
-        return to_us(d)
-    except (ValueError, OverflowError, OSError):
-        raise ApiError(400, "FORMAT", champ, f"{champ} doit être une date ou un horodatage ISO-8601")
 
 
 def parse_page(value: str | None, champ: str, default: int, lo: int, hi: int) -> int:
@@ -514,7 +495,6 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
             data = {}
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("basic "):
-            import base64
             try:
                 cid, _, sec = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8").partition(":")
                 data.setdefault("client_id", cid)
@@ -538,6 +518,5 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         return J({"access_token": tok, "token_type": "Bearer",
                   "expires_in": int(sb.token_lifetime_us // US), "scope": "ApiEchangeCFA"})
 
-    from .introspection import add_introspection
     add_introspection(app, sb)
     return FaultLayer(app, sb), sb

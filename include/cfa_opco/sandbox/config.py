@@ -19,6 +19,9 @@ from cfa_opco.providers.opco.norm import OPCO_CODES  # noqa: F401  (re-exported)
 from .faults import with_preset
 from .profiles import parse_profile
 
+PROJECT_DIR = Path(__file__).resolve().parents[3]
+DEFAULT_CONFIG = PROJECT_DIR / "config" / "sandbox.yaml"   # the sandbox's settings (python -m cfa_opco.sandbox)
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 REFERENCE_DIR = PACKAGE_DIR.parent / "reference"
 CAPABILITIES_FILE = CAPABILITIES_YAML

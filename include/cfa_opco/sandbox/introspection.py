@@ -7,14 +7,15 @@ import os
 
 from fastapi import APIRouter, Request
 
+from .config import DEFAULTS
+from .errors import ApiError, parse_time
 from .faults import FAULT_KINDS, with_preset
-from .profiles import PROFILES, parse_profile, profile_name
+from .profiles import PROFILES, J, parse_profile, profile_name
+from .seed import default_template
 from .store import US, iso
 
 
 def add_introspection(app, sb) -> None:
-    from .app import ApiError, J, dumps  # noqa: F401
-
     r = APIRouter(prefix="/_sandbox", include_in_schema=False)
 
     async def body_of(request: Request) -> dict:
@@ -85,7 +86,6 @@ def add_introspection(app, sb) -> None:
         data = await body_of(request)
         base = sb.cfg["faults"]
         if request.method == "PUT":
-            from .config import DEFAULTS
             base = dict(DEFAULTS["faults"], seed=sb.cfg["faults"].get("seed", 1234))
         if data.get("preset"):
             try:
@@ -102,7 +102,6 @@ def add_introspection(app, sb) -> None:
 
     @r.delete("/faults")
     async def faults_off():
-        from .config import DEFAULTS
         sb.cfg = dict(sb.cfg, faults=dict(DEFAULTS["faults"], seed=sb.cfg["faults"].get("seed", 1234)))
         sb.faults.configure(sb.cfg["faults"])
         return J(sb.cfg["faults"])
@@ -188,12 +187,10 @@ def add_introspection(app, sb) -> None:
     async def seed(request: Request):
         data = await body_of(request)
         o = opco_arg(data.get("opco"))
-        from .seed import default_template
         siren = str(data.get("siren", "775672272"))
         tpl = data.get("template") or default_template(o, siren)
         kw = {}
         if "start" in data:
-            from .app import parse_time
             kw["start_us"] = parse_time(data["start"], "start")
         if "spread_seconds" in data:
             kw["spread_seconds"] = float(data["spread_seconds"])

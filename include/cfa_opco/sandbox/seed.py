@@ -11,6 +11,7 @@ from pathlib import Path
 from stdnum import luhn
 
 from .config import load_capabilities, load_config, load_idcc, opco_settings
+from .store import Store
 
 SAMPLE_DOSSIER = {
     "numeroInterne": "MR-2026-000123",
@@ -100,7 +101,6 @@ def seed_dossiers(db_path: str | Path, opco: str, siren: str, count: int, *, con
                   overrides: dict | None = None, template: dict | None = None, prefix: str = "SEED",
                   **kwargs) -> dict:
     """Offline bulk load (server stopped). ``kwargs``: start_us, spread_seconds, outcomes."""
-    from .store import Store
     cfg = load_config(config, overrides)
     if opco not in load_capabilities(cfg.get("capabilities_file")):
         raise ValueError(f"unknown OPCO {opco}")

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from .__main__ import DEFAULT_CONFIG
+from .config import DEFAULT_CONFIG
 
 SOFTWARE_HEADERS = {"EDITEUR": "cfa-opco-tests", "LOGICIEL": "cfa-opco-connector", "VERSION": "0.1.0"}
 

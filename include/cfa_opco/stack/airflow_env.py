@@ -14,7 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from cfa_opco import settings
+from cfa_opco.stack import airflow_settings
 
 
 def fernet_key(home: Path) -> str:
@@ -22,8 +25,6 @@ def fernet_key(home: Path) -> str:
     made once per installation and kept out of git."""
     path = home / "fernet.key"
     if not path.exists():
-        from cryptography.fernet import Fernet
-
         path.write_text(Fernet.generate_key().decode())
         path.chmod(0o600)
     return path.read_text().strip()
@@ -71,8 +72,6 @@ def init(settings_file: Path | None = None, sandbox_port: int | None = None,
          sandbox_rate_limit: float | None = None) -> None:
     """Migrate the metadata database and apply airflow_settings.yaml (idempotent).
     ``sandbox_port`` points the OPCO connections at a sandbox on another port."""
-    from cfa_opco.stack import airflow_settings
-
     apply_env()
     run_airflow(["db", "migrate"], quiet=True)
     loaded = airflow_settings.load(settings_file or settings.PROJECT_DIR / "airflow_settings.yaml")

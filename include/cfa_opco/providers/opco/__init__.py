@@ -9,6 +9,7 @@
 
 Nothing heavy is imported here: DAG files may import this package cheaply.
 """
+from .norm import CONN_TYPE
 
 
 def get_provider_info() -> dict:
@@ -16,8 +17,6 @@ def get_provider_info() -> dict:
     ``apache_airflow_provider`` entry point (pyproject.toml): registers the ``opco``
     connection type with its form fields, so the UI's connection form asks for the SIREN,
     AKTO's OAuth2 client and the timeouts instead of a bare HTTP connection's fields."""
-    from .norm import CONN_TYPE
-
     hook = "cfa_opco.providers.opco.hooks.opco.OpcoHook"
 
     def text(label: str, description: str, **schema) -> dict:

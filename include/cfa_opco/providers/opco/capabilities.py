@@ -7,6 +7,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from .norm import ROUTES, parse_conn_id
 
 CAPABILITIES_FILE = Path(__file__).resolve().parent / "data" / "opco_capabilities.yaml"
@@ -20,8 +22,6 @@ def load_table(path: str | None = None) -> dict[str, dict]:
 @functools.lru_cache(maxsize=8)
 def _load_table(path: str) -> dict[str, dict]:
     """The table, read once per process (every hook and every routed dossier asks for it)."""
-    import yaml
-
     doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     out = {}
     for code, spec in (doc.get("opcos") or {}).items():

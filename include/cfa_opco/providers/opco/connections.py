@@ -14,6 +14,7 @@ oauth_token_url). Nothing here imports the rest of cfa_opco.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -56,13 +57,16 @@ def airflow_connection(conn_id: str):
     with _CACHE_LOCK:
         if conn_id in _CACHE:
             return _CACHE[conn_id]
-    from airflow.sdk import BaseHook
+    # Importing airflow fixes its configuration (AIRFLOW_HOME...) for the process: command-line
+    # tools import this module through cfa_opco.db.connect before airflow_env.apply_env (proofs
+    # export) or never need Airflow at all (make seed, migrations), so it is imported on first use.
+    from airflow.sdk import BaseHook  # lazy: Airflow's config is read at import (see above)
 
     try:
         conn = BaseHook.get_connection(conn_id)
     except Exception:
         # outside a task (a command line): the secrets backends and the metadata database
-        from airflow.models.connection import Connection
+        from airflow.models.connection import Connection  # lazy: Airflow's config (see above)
 
         conn = Connection.get_connection_from_secrets(conn_id)
     with _CACHE_LOCK:
@@ -160,8 +164,6 @@ def parse_connection(conn, conn_id: str, *, software: dict | None = None, rate: 
 def load_path(path: str) -> Any:
     """``package.module.attr`` or ``package.module:attr`` → the object (callables given by name
     to operators, sensors and triggers, so the provider names no project module)."""
-    import importlib
-
     mod, sep, attr = path.partition(":") if ":" in path else path.rpartition(".")
     if not mod or not attr:
         raise ValueError(f"chemin d'objet invalide : {path!r} (attendu paquet.module.nom)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from ..connections import load_path
 
@@ -33,8 +34,6 @@ class OpcoTransmitOperator(BaseOperator):
         self.max_workers = max_workers
 
     def execute(self, context) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
         fn = load_path(self.transmit) if isinstance(self.transmit, str) else self.transmit
         dry_run = self.dry_run if isinstance(self.dry_run, bool) else str(self.dry_run).lower() == "true"
         dry_run = dry_run or bool((context.get("params") or {}).get("dry_run"))

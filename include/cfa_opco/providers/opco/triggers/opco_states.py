@@ -27,6 +27,10 @@ from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from ..connections import load_path
+from ..exceptions import OpcoAuthError, OpcoError
+from ..hooks.opco_async import AsyncOpcoHook
+
 log = logging.getLogger(__name__)
 
 
@@ -68,8 +72,6 @@ class OpcoStateChangeTrigger(BaseTrigger):
     def _sink(self):
         if not self.proof_sink:
             return None
-        from ..connections import load_path
-
         factory = load_path(self.proof_sink)
         sink = factory(self.proof_target) if self.proof_target is not None else factory()
         if hasattr(sink, "flush_every"):
@@ -89,9 +91,6 @@ class OpcoStateChangeTrigger(BaseTrigger):
         f["last_at"] = _now().isoformat()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from ..exceptions import OpcoAuthError, OpcoError
-        from ..hooks.opco_async import AsyncOpcoHook
-
         deadline = _parse(self.deadline)
         sink = None
         try:
