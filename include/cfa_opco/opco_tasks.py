@@ -17,6 +17,12 @@ import datetime as dt
 import logging
 from typing import Any
 
+from cfa_opco import followup
+from cfa_opco.outbox import transmit_batch
+from cfa_opco.pipeline import config
+from cfa_opco.proofs import ProofRecorder
+from cfa_opco.providers.opco.hooks.opco import OpcoHook
+
 log = logging.getLogger(__name__)
 
 PROOF_SINK = "cfa_opco.proofs.ProofRecorder"
@@ -30,9 +36,6 @@ def transmit(*, batch: dict, run_key: str, connector_conn_id: str, dry_run: bool
              context: Any = None) -> dict:
     """Send one planned (OPCO, SIREN) batch of a run; the batch summary (``auth_error`` set
     when the key is refused: the operator fails the task with that message)."""
-    from cfa_opco.outbox import transmit_batch
-    from cfa_opco.pipeline import config
-
     return transmit_batch(run_key, connector_conn_id, batch["conn_id"], software=config.software(),
                           dry_run=dry_run, max_workers=max_workers,
                           key_warning_days=int(config.variable("cfa_opco_key_expiry_warning_days", 30)))
@@ -45,10 +48,6 @@ def check_decisions(*, run_id: str, connector_conn_id: str, deadline_at: dt.date
     """One check of the decision sensor: (done, summary). ``summary["watch"]`` lists, when not
     done, the connections to watch (``conn_ids``) and each one's window start (``since``).
     ``event``: the trigger's last event (its per-key poll failures are reported)."""
-    from cfa_opco import followup
-    from cfa_opco.proofs import ProofRecorder
-    from cfa_opco.providers.opco.hooks.opco import OpcoHook
-
     lg = logger or log
     conns = followup.open_connections(connector_conn_id, run_id=run_id)
     sync: dict = {"requests": 0, "changes": 0, "errors": {}}

@@ -69,7 +69,8 @@ class BatchRunner:
                  software: dict | None = None, dry_run: bool = False, max_workers: int = 8,
                  key_warning_days: int = 30, proof_recorder=None, send_hook=None, send_attempts: int = 6,
                  retry_base: float = 0.25, chunk_size: int = 200, read_timeout: float | None = None,
-                 deadline_seconds: float = 900.0, settle_delay: float | None = None, key_pause_after: int = 4):
+                 deadline_seconds: float = 900.0, settle_delay: float | None = None, key_pause_after: int = 4,
+                 absent_grace: float = 10.0):
         connector = dsn_for(connector)   # resolved here: worker threads cannot look connections up
         self.run_id, self.connector, self.conn_id = run_id, connector, conn_id
         self.dry_run, self.max_workers = dry_run, max_workers
@@ -86,6 +87,10 @@ class BatchRunner:
         self.read_timeout, self.deadline_seconds = read_timeout, deadline_seconds
         # a read-back waits a little: the OPCO may still be recording a dossier whose answer was lost
         self.settle_delay = settle_delay if settle_delay is not None else max(0.05, 2 * retry_base)
+        # a request that got no answer (timeout, dropped connection, 504) may still be on its way
+        # to the OPCO — queued in a gateway or a busy server — and be recorded later: "absent"
+        # is trusted only from a read-back made this long after it (found, it settles at once)
+        self.absent_grace = absent_grace
         self.key_pause_after = key_pause_after
         if hook is None:
             if self.recorder is None and not dry_run:
@@ -203,6 +208,8 @@ class BatchRunner:
                 else:
                     q.put(SEND, now + policy.backoff(job.attempts, self.retry_base), job)
                 return
+            if status is None or status == 504:
+                job.absent_after = now + self.absent_grace
             q.put(SETTLE, policy.tick(now + self.settle_delay), job)
             return
         job.resp = resp
@@ -252,6 +259,9 @@ class BatchRunner:
                 job.status, job.resp, job.via = Status.SENT, Found(found[key]), "reprise"
                 job.message = "confirmé par relecture à l'OPCO après une réponse perdue"
                 q.finish(job)
+            elif key in found and now < job.absent_after and not late:
+                # absent for now, but the lost request may still arrive: read again after the grace
+                q.put(SETTLE, policy.tick(job.absent_after), job)
             elif key in found:                     # provably absent: send (again)
                 job.resolve = False
                 if late:

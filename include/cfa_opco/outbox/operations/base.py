@@ -51,6 +51,7 @@ class Job:
     via: str = "post"
     attempts: int = 0                 # sends
     settles: int = 0                  # read-backs that could not be read
+    absent_after: float = 0.0         # (monotonic) a read-back saying "absent" is trusted from then on
     last_error: str = ""
 
     @property
