@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
         "error_503": 0.0, "error_429": 0.0, "latency_ms": 0.0, "latency_jitter_ms": 0.0,
         "hang": 0.0, "hang_seconds": 30.0, "drop": 0.0,
         "lost_response": 0.0, "lost_response_mode": "503",
-        "error_502": 0.0, "error_504": 0.0, "held": 0.0, "held_seconds": 35.0,
+        "error_502": 0.0, "error_504": 0.0, "held": 0.0, "held_seconds": 35.0, "late": 0.0, "late_seconds": 3.0,
         "retry_after_min": 1, "retry_after_max": 1, "preset": None,
     },
     # response-shape profile (cfa_opco.sandbox.profiles), global; per OPCO in opcos.<opco>.profile

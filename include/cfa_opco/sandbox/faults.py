@@ -17,10 +17,10 @@ from . import profiles
 API_ROUTES = {(r.method, r.path.lstrip("/")): r.id for r in ROUTES.values()}
 
 # drawn in this order from one RNG (new kinds appended: a seed keeps its old draws)
-FAULT_KINDS = ("error_503", "error_429", "drop", "hang", "lost_response", "error_502", "error_504", "held")
+FAULT_KINDS = ("error_503", "error_429", "drop", "hang", "lost_response", "error_502", "error_504", "held", "late")
 
 _OFF = {k: 0.0 for k in FAULT_KINDS}
-_OFF.update(lost_response_mode="503", retry_after_min=1, retry_after_max=1, held_seconds=35.0)
+_OFF.update(lost_response_mode="503", retry_after_min=1, retry_after_max=1, held_seconds=35.0, late_seconds=3.0)
 # named fault mixes: every share and mode, so that switching preset leaves nothing behind
 PRESETS: dict[str, dict] = {
     "off": dict(_OFF),
@@ -74,6 +74,7 @@ class Faults:
         self.hang_seconds = float(spec.get("hang_seconds") or 30.0)
         self.lost_mode = str(spec.get("lost_response_mode", "503"))
         self.held_seconds = float(spec.get("held_seconds") or 35.0)
+        self.late_seconds = float(spec.get("late_seconds") or 3.0)
         lo = float(spec.get("retry_after_min") or 1)
         hi = float(spec.get("retry_after_max") or lo)
         self.retry_after_range = (min(lo, hi), max(lo, hi))
@@ -221,6 +222,37 @@ class FaultLayer:
                     return None
                 return await error(503, "SERVICE_INDISPONIBLE", "service momentanément indisponible",
                                    faults.retry_after())
+            if kind == "late":
+                # a busy OPCO: the request is taken in at once and processed late_seconds later,
+                # even when the client has given up by then (a backend does not know it left)
+                chunks = []
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        break
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body"):
+                        break
+                body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+                async def replay():
+                    nonlocal body
+                    out, body = body, {"type": "http.disconnect"}
+                    return out
+
+                async def answer_if_still_there(message):
+                    try:
+                        await counting_send(message)
+                    except Exception:  # the client gave up: nothing to answer to
+                        pass
+
+                async def late():
+                    await asyncio.sleep(faults.late_seconds)
+                    store.bump(opco, "late", "processed")
+                    await self.app(scope, replay, answer_if_still_there)
+
+                await asyncio.shield(asyncio.ensure_future(late()))
+                return None
             if kind == "held":
                 held: list = []
 
