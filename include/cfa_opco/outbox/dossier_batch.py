@@ -140,7 +140,7 @@ class DossierBatch(Flow):
     def _piece_jobs(self, row: dict) -> list[Job]:
         """The documents of a dossier the OPCO now holds: those not sent yet, or in doubt (the
         norm has no read route for a document: it is sent again)."""
-        jobs, intents = [], []
+        jobs, intents, seen = [], [], set()
         past = self.history.get((row["source_id"], row["numero_interne"], PIECE.code), [])
         for piece in self.pieces.get((row["source_id"], row["numero_interne"]), []):
             if piece["content"] is None:
@@ -148,6 +148,9 @@ class DossierBatch(Flow):
                                          f"pièce {piece['nom_fichier']} illisible : {piece['error']}")
                 continue
             job = Job(PIECE, row, PIECE.prepare(row, piece), item=piece)
+            if job.prepared.digest in seen:     # the same bytes twice in one dossier: sent once
+                continue
+            seen.add(job.prepared.digest)
             same = [t for t in past if t["content_hash"] == job.prepared.digest]
             if any(t["status"] == Status.SENT for t in same):
                 continue
