@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_sources, fresh_database, seeded_erps  # noqa: E402
+from bench.common import bench_sources, cpu_per_item_line, cpu_seconds, fresh_database, seeded_erps  # noqa: E402
 
 
 def _prepare(run_id: str, connector: str, sources) -> dict:
@@ -109,11 +109,13 @@ def _capacity_and_rate_limit(args, sources) -> None:
         # with the operator's default threads; three at a time, the slots of an OPCO's pool;
         # largest batches first, as planned_batches orders the mapped tasks
         batches.sort(key=lambda b: -b["count"])
+        cpu_before = cpu_seconds(sbx.proc.pid if sbx.proc else None)
         with cf.ProcessPoolExecutor(max_workers=args.processes) as pool:
             t0 = time.perf_counter()
             results = list(pool.map(_transmit, [("bench_fast", connector, b["conn_id"], args.threads)
                                                 for b in batches]))
             elapsed = time.perf_counter() - t0
+        cpu_after = cpu_seconds(sbx.proc.pid if sbx.proc else None)   # the pool's workers have exited
         sent = sum(r["sent"] for r in results)
         dups = sum(len(sbx.creations(code)["duplicates"]) for code in planned["batches"])
         # capacity measured just before and just after the transmission, averaged: this
@@ -124,6 +126,9 @@ def _capacity_and_rate_limit(args, sources) -> None:
         print(f"# transmitted {sent} dossiers in {elapsed:.1f} s = {sent / elapsed:.0f}/s "
               f"over {len(batches)} (OPCO, SIREN) batches, {args.processes} at a time x {args.threads} threads; "
               f"duplicates at the sandbox: {dups}")
+        # where the two cores went during the transmission (robust to the machine's drift, unlike
+        # the ratio): the client's and the database's CPU per dossier is taken from the sandbox
+        print(cpu_per_item_line(cpu_before, cpu_after, sent))
         print(f"transmit_to_capacity_ratio: {sent / elapsed / capacity:.2f}")
 
     # ---- 2. rate limit on (10/s per key): paced by the hook, no 429 storm

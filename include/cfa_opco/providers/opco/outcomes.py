@@ -78,13 +78,13 @@ def classify_answer(opco: str, route_id: str, numero: str | None, status: int, b
     if status >= 500:
         return SendOutcome(SendKind.AMBIGUOUS, message=f"{who} : erreur du serveur (HTTP {status}) — le dossier a "
                            f"peut-être été enregistré, relecture avant tout renvoi", **common)
-    errors = reading.read_errors(body)
+    errors = body.errors()
     if 200 <= status < 300:
         if body.kind != "json":
             u = reading.Unreadable(opco, "POST", route_id, body.describe(status), numero_interne=numero)
             return SendOutcome(SendKind.AMBIGUOUS, message=f"{u} — le dossier a peut-être été enregistré, "
                                f"relecture avant tout renvoi", **common)
-        st = reading.read_state(body.data, numero_hint=None) if isinstance(body.data, dict) else None
+        st = body.state()
         if st is not None and (st.etat or st.numero_deca or st.numero_externe):
             return SendOutcome(SendKind.CREATED, numero_deca=st.numero_deca, numero_externe=st.numero_externe,
                                etat=st.etat, date_etat=st.date_etat, erreurs=errors, **common)

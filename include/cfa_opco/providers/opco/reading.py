@@ -100,15 +100,32 @@ class Unreadable(OpcoError):
 # ---- bodies ------------------------------------------------------------------------------
 @dataclass
 class Body:
-    """An answer's body as received: ``kind`` is json, empty, text, html or bad_json."""
+    """An answer's body as received: ``kind`` is json, empty, text, html or bad_json.
+    :meth:`state` and :meth:`errors` are read once per answer: the response, its proof and
+    the send's outcome share them (treat what they return as read-only)."""
     kind: str
     data: Any = None                   # parsed JSON (kind json)
     text: str = field(default="", repr=False)
     content_type: str | None = None
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def is_json(self) -> bool:
         return self.kind == "json"
+
+    def state(self) -> "DossierState | None":
+        """:func:`read_state` of the body when it is a JSON object, else None."""
+        memo = self._memo
+        if "state" not in memo:
+            memo["state"] = read_state(self.data) if isinstance(self.data, dict) else None
+        return memo["state"]
+
+    def errors(self) -> list[dict]:
+        """:func:`read_errors` of the body (the OPCO's ``erreurs``, from any shape)."""
+        memo = self._memo
+        if "errors" not in memo:
+            memo["errors"] = read_errors(self)
+        return memo["errors"]
 
     def describe(self, status: int | None = None) -> str:
         """French words for what the body is (for Unreadable messages)."""
@@ -203,6 +220,7 @@ def scalar(v: Any) -> str | None:
 
 
 def first(d: dict, keys: Iterable[str]) -> Any:
+    """The first non-empty value of ``keys`` in ``d``: exact names first, then any case."""
     for k in keys:
         if k in d and d[k] not in (None, "", [], {}):
             return d[k]
@@ -212,6 +230,27 @@ def first(d: dict, keys: Iterable[str]) -> Any:
         if v not in (None, "", [], {}):
             return v
     return None
+
+
+def _field(d: dict, keys: tuple, lkeys: tuple, low: list) -> Any:
+    """:func:`first` for :func:`read_state`, which reads seven fields of one item: the item's
+    lower-cased copy is made at most once (``low``, a one-slot list), the keys' lower-cased
+    names once for all (``lkeys``)."""
+    for k in keys:
+        if k in d and d[k] not in (None, "", [], {}):
+            return d[k]
+    lower = low[0]
+    if lower is None:
+        lower = low[0] = {str(k).lower(): v for k, v in d.items()}
+    for k in lkeys:
+        v = lower.get(k)
+        if v not in (None, "", [], {}):
+            return v
+    return None
+
+
+def _lowered(keys: tuple) -> tuple:
+    return tuple(k.lower() for k in keys)
 
 
 def norm_etat(v: Any) -> str | None:
@@ -265,15 +304,23 @@ def read_state(item: Any, numero_hint: str | None = None) -> DossierState | None
         if isinstance(item.get(k), dict):
             d = {**item[k], **{kk: vv for kk, vv in item.items() if kk != k}}
             break
-    numero = scalar(first(d, NUMERO_KEYS)) or numero_hint
+    low: list = [None]
+    numero = scalar(_field(d, NUMERO_KEYS, _NUMERO_L, low)) or numero_hint
     if not numero:
         return None
-    etat = first(d, ETAT_KEYS)
+    etat = _field(d, ETAT_KEYS, _ETAT_L, low)
     if isinstance(etat, dict) and not scalar(etat):
         etat = None
-    return DossierState(numero_interne=numero, etat=norm_etat(etat), date_etat=scalar(first(d, DATE_KEYS)),
-                        numero_deca=scalar(first(d, DECA_KEYS)), numero_externe=scalar(first(d, EXTERNE_KEYS)),
-                        motifs=first(d, MOTIFS_KEYS), anomalies=first(d, ANOMALIES_KEYS), raw=dict(d))
+    return DossierState(numero_interne=numero, etat=norm_etat(etat),
+                        date_etat=scalar(_field(d, DATE_KEYS, _DATE_L, low)),
+                        numero_deca=scalar(_field(d, DECA_KEYS, _DECA_L, low)),
+                        numero_externe=scalar(_field(d, EXTERNE_KEYS, _EXTERNE_L, low)),
+                        motifs=_field(d, MOTIFS_KEYS, _MOTIFS_L, low),
+                        anomalies=_field(d, ANOMALIES_KEYS, _ANOMALIES_L, low), raw=dict(d))
+
+
+_NUMERO_L, _ETAT_L, _DATE_L, _DECA_L, _EXTERNE_L, _MOTIFS_L, _ANOMALIES_L = map(_lowered, (
+    NUMERO_KEYS, ETAT_KEYS, DATE_KEYS, DECA_KEYS, EXTERNE_KEYS, MOTIFS_KEYS, ANOMALIES_KEYS))
 
 
 # ---- errors ------------------------------------------------------------------------------

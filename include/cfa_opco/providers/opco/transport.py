@@ -67,12 +67,13 @@ class Response:
 
 
 class _Conn:
-    __slots__ = ("sock", "reader", "reused")
+    __slots__ = ("sock", "reader", "reused", "poller")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.reader = sock.makefile("rb")
         self.reused = False
+        self.poller = None
 
     def close(self) -> None:
         try:
@@ -87,9 +88,10 @@ class _Conn:
         """An idle keep-alive connection that is readable was closed by the server
         (or holds stray bytes): either way it cannot carry a new request."""
         try:
-            poller = select.poll()   # not select(): no limit on the descriptor's number
-            poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-            return bool(poller.poll(0))
+            if self.poller is None:   # poll, not select(): no limit on the descriptor's number
+                self.poller = select.poll()
+                self.poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            return bool(self.poller.poll(0))
         except (OSError, ValueError):
             return True
 
@@ -116,6 +118,7 @@ class Transport:
         self._all: set[_Conn] = set()
         self._lock = threading.Lock()
         self.connections_opened = 0
+        self._targets: dict[str, tuple] = {}   # URL → what request() derives from it (same URL each dossier)
 
     # ---- connections ---------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext:
@@ -204,17 +207,7 @@ class Transport:
         method = method.upper()
         if method == "HEAD":
             raise ValueError("HEAD is not supported by this transport")
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"URL not supported: {parts.scheme}://{parts.hostname or ''}")
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-        if ":" in parts.hostname and not host_header.startswith("["):   # IPv6 literal
-            host_header = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
-        if self._proxy and scheme == "http":   # plain http through a proxy: absolute URL
-            target = f"http://{host_header}{target}"
+        scheme, hostname, port, target, host_header = self._target(url)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {host_header}"]
         if self._proxy and scheme == "http" and self._proxy[2]:
             lines.append(f"Proxy-Authorization: {self._proxy[2]}")
@@ -226,14 +219,14 @@ class Transport:
             lines.append(f"Content-Length: {len(body or b'')}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         message = head + (body or b"")
-        key = (scheme, parts.hostname, port)
+        key = (scheme, hostname, port)
         for attempt in (1, 2):
             conn = self._conns().get(key)
             if conn is not None and conn.peer_closed():
                 self._discard(key, conn)
                 conn = None
             if conn is None:
-                conn = self._open(scheme, parts.hostname, port)
+                conn = self._open(scheme, hostname, port)
                 self._conns()[key] = conn
             try:
                 resp, keep = self._exchange(conn, message)
@@ -251,6 +244,29 @@ class Transport:
                 self._discard(key, conn)
             return resp
         raise AssertionError("unreachable")
+
+    def _target(self, url: str) -> tuple[str, str, int, str, str]:
+        """(scheme, host, port, request target, Host header) of ``url``, parsed once per URL:
+        a batch POSTs every dossier to the same one."""
+        got = self._targets.get(url)
+        if got is not None:
+            return got
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"URL not supported: {parts.scheme}://{parts.hostname or ''}")
+        port = parts.port or (443 if scheme == "https" else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        if ":" in parts.hostname and not host_header.startswith("["):   # IPv6 literal
+            host_header = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+        if self._proxy and scheme == "http":   # plain http through a proxy: absolute URL
+            target = f"http://{host_header}{target}"
+        got = (scheme, parts.hostname, port, target, host_header)
+        if len(self._targets) >= 256:   # read URLs carry their query: keep the table small
+            self._targets.clear()
+        self._targets[url] = got
+        return got
 
     def _exchange(self, conn: _Conn, message: bytes) -> tuple[Response, bool]:
         try:

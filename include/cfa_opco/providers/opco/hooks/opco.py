@@ -111,6 +111,8 @@ class Pacer:
                 self.configured = self.rate = rate
 
     def acquire(self) -> float:
+        if not self.rate and time.monotonic() >= self.pause_until:
+            return 0.0        # no pacing, no pause: nothing to reserve (the common case, lock-free)
         with self.lock:
             now = time.monotonic()
             start = max(now, self.pause_until)
@@ -124,6 +126,8 @@ class Pacer:
 
     def paused_for(self) -> float:
         """Seconds left of a 429 pause (0 when the key may send)."""
+        if time.monotonic() >= self.pause_until:
+            return 0.0
         with self.lock:
             return max(0.0, self.pause_until - time.monotonic())
 
@@ -212,7 +216,7 @@ def prepare_request(info: ConnInfo | None, caps: Capabilities, method: str, rout
             raise Unreadable(info.code, r_method, route_id, "lien de page suivante hors de l'API de l'OPCO "
                              "(non suivi : la clé ne part que vers l'adresse de la connexion)")
         path, params = reading.split_url(url, info.base)
-    qs = urlencode({k: v for k, v in (params or {}).items() if v is not None}, safe=",:")
+    qs = urlencode({k: v for k, v in params.items() if v is not None}, safe=",:") if params else ""
     proof_route = path + (f"?{qs}" if qs else "")
     headers = info.headers()
     data, req_sha, upload = None, None, None
@@ -238,9 +242,8 @@ def make_response(route_id: str, status: int, headers: dict, content: bytes, att
     ctype = next((v for k, v in (headers or {}).items() if k.lower() == "content-type"), None)
     parsed = parsed if parsed is not None else reading.classify(content, ctype)
     body = parsed.data if parsed.is_json else None
-    bd = body if isinstance(body, dict) else {}
-    errs = reading.read_errors(parsed if status >= 400 or not parsed.is_json else body)
-    st = reading.read_state(bd) if bd else None
+    errs = parsed.errors()
+    st = parsed.state()
     return OpcoResponse(status=status, body=body, headers=dict(headers or {}), erreurs=errs,
                         numero_externe=st.numero_externe if st else None,
                         numero_deca=st.numero_deca if st else None, etat=st.etat if st else None,
@@ -266,9 +269,8 @@ def answer_record(info: ConnInfo, run_id: str | None, method: str, proof_route: 
                   content_type: str | None, parsed: reading.Body, secrets, is_token: bool = False) -> ExchangeRecord:
     """The proof of an answered attempt (shared by both hooks): the raw body is kept, masked,
     when it is not JSON, an error, or carries ``erreurs``; never for a token answer."""
-    body = parsed.data if parsed.is_json else None
-    st = reading.read_state(body) if isinstance(body, dict) else None
-    errs = reading.read_errors(parsed if status >= 400 or not parsed.is_json else body)
+    st = parsed.state()
+    errs = parsed.errors()
     keep_raw = (not is_token) and (not parsed.is_json or status >= 400 or bool(errs))
     err = scrub(_erreurs_text({"erreurs": errs}), secrets) or None
     return ExchangeRecord(conn_id=info.conn_id, opco_code=info.code, cfa_siren=info.siren, run_id=run_id,
