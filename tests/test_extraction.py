@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 
 from cfa_opco.db.connect import connection
 from cfa_opco.dossier.model import COLUMN_NAMES
-from cfa_opco.extraction import MappingError, extract
+from cfa_opco.extraction import extract
 
 
 def _scalar(dsn, sql, args=None):

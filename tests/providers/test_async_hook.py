@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import pytest
 
-from cfa_opco.providers.opco import connections
 from cfa_opco.providers.opco.exceptions import OpcoAuthError, OpcoUnavailable
 from cfa_opco.providers.opco.hooks.opco import OpcoHook
 from cfa_opco.providers.opco.hooks.opco_async import AsyncOpcoHook

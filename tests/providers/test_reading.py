@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cfa_opco.providers.opco import reading
-from cfa_opco.providers.opco.reading import Unreadable, classify, extract_list, next_page, read_items, read_state
+from cfa_opco.providers.opco.reading import Unreadable, classify, next_page, read_items, read_state
 
 BASE = "https://api.opco.example/ApiEchangeCFA"
 ITEM = {"numeroInterne": "A-1", "etat": "TRANSMIS", "dateEtat": "2026-12-01T10:00:00Z", "numeroDeca": "0" * 15}

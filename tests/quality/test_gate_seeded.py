@@ -209,7 +209,6 @@ def test_identifiers_typed_with_spaces_and_dots_are_checked_and_sent_normalised(
     blanks: normalised at extraction, so the gate passes them and the payload carries
     exactly the compact value."""
     from cfa_opco.dossier.payload import build_payload
-    from cfa_opco.quality.batch import load_batch
     from cfa_opco.db.connect import connection
     from cfa_opco.dossier.model import COLUMN_NAMES
 

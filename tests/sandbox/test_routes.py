@@ -108,7 +108,6 @@ def test_cfakeyinfo(api, http, sbx):
     assert_erreurs(a.get("/v2/cfakeyinfo", params={"siren": "12"}), 400, champ="siren")
     assert_erreurs(a.get("/v2/cfakeyinfo"), 400, champ="siren")
     # the demo near-expiry key (constructys / 418936522): valid, few days left
-    import datetime as dt
     r = http.get(sbx.api("constructys") + "/v1/status", headers=demo_headers("constructys", "418936522"))
     assert r.status_code == 200
     exp = next(k for k in sbx.settings()["keys"] if k["key"] == "demo-constructys-418936522")

@@ -48,6 +48,8 @@ def normalize_identifier(column: str, value: str | None) -> str | None:
     if value is None:
         return None
     _, upper, dots = IDENTIFIERS.get(column, ("", False, True))
+    if type(value) is str and value.isascii() and value.isalnum() and (not upper or value.isdigit() or value.isupper()):
+        return value    # already normalised (extraction stores it so): no regex at each payload build
     out = _BLANKS.sub("", str(value))
     out = _SEPARATORS.sub("", out) if dots else _FLOAT_ZERO.sub(r"\1", out)
     if not out:

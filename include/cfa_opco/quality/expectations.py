@@ -20,7 +20,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from cfa_opco.quality import rules as R
 

@@ -29,7 +29,7 @@ import pandas as pd
 from stdnum.fr import nir as stdnum_nir
 from stdnum.fr import siret as stdnum_siret
 
-from cfa_opco.dossier.model import BY_NAME, COLUMN_NAMES
+from cfa_opco.dossier.model import BY_NAME
 from cfa_opco.quality.reference import Reference, catalogue, reference
 
 DOMAIN_KEYS = {               # reference domain -> the ERP reference its rows are deduplicated on

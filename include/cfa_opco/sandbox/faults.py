@@ -4,7 +4,6 @@ The layer also counts answers by status code per OPCO for /_sandbox/stats."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from typing import Any

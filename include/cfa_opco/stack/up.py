@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from cfa_opco import settings
 from cfa_opco.stack import airflow_env, embedded_pg

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .norm import ROUTES, parse_conn_id
+from .norm import ROUTES
 
 CAPABILITIES_FILE = Path(__file__).resolve().parent / "data" / "opco_capabilities.yaml"
 

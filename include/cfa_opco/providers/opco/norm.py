@@ -38,7 +38,6 @@ def opco_label(code: str | None) -> str:
 
 
 # ---- connection ids ------------------------------------------------------------------
-CONN_TYPE = "opco"
 CONN_TYPE = "opco"  # the Airflow connection type the provider registers (get_provider_info)
 CONN_ID_PREFIX = "opco_"
 _RE_CONN_ID = re.compile(r"^opco_(?P<code>[a-z0-9_]+?)_(?P<ident>\d{9}|\d{14})$")

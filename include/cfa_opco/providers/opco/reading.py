@@ -34,7 +34,7 @@ from typing import Any, Iterable
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from .exceptions import OpcoError
-from .norm import OPCO_NAMES, ROUTES
+from .norm import OPCO_NAMES, ROUTES, opco_label
 
 MAX_PROOF_BODY = 16_000          # characters of an unreadable answer kept in the proof
 
@@ -547,8 +547,6 @@ def read_list_answer(raw: bytes, content_type: str | None, status: int, opco: st
 def refused(status: int, raw: bytes, content_type: str | None, errors: list[dict], opco: str | None,
             route_id: str) -> OpcoError:
     """A read route answered 4xx: the OPCO's words when it gave some, else Unreadable."""
-    from .norm import opco_label
-
     body = classify(raw, content_type)
     route = ROUTES[route_id]
     if body.kind in ("html", "empty", "bad_json") or not errors:

@@ -29,6 +29,11 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+try:   # the CA bundle Airflow installs; the system's when absent
+    import certifi
+except ImportError:   # pragma: no cover
+    certifi = None
+
 MAX_LINE = 65536
 MAX_HEADERS = 200
 
@@ -124,13 +129,8 @@ class Transport:
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             cafile = self._ca_certs
-            if cafile is None:
-                try:
-                    import certifi
-
-                    cafile = certifi.where()
-                except ImportError:
-                    cafile = None
+            if cafile is None and certifi is not None:
+                cafile = certifi.where()
             self._ssl = ssl.create_default_context(cafile=cafile)
         return self._ssl
 

@@ -42,12 +42,12 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
 from airflow.sdk import BaseHook
+from urllib3 import encode_multipart_formdata
 
 from ..capabilities import Capabilities
 from ..connections import ConnInfo, airflow_connection, parse_connection
-from ..norm import CONN_TYPE, FIRST_PAGE, LISTE_MAX, ROUTES, parse_conn_id
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
-from ..norm import opco_label
+from ..norm import CONN_TYPE, FIRST_PAGE, LISTE_MAX, ROUTES, opco_label, parse_conn_id
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
 from .. import reading
 from ..outcomes import SendKind, SendOutcome, classify_answer, classify_no_answer, suggested_delay
@@ -414,8 +414,6 @@ class OpcoHook(BaseHook):
         sent_at = utcnow()
         self._bump("attempts")
         if files:
-            from urllib3 import encode_multipart_formdata
-
             fields = dict(data or {})
             fields.update({name: tuple(f) for name, f in files.items()})
             data, ctype = encode_multipart_formdata(fields)

@@ -22,6 +22,10 @@ import logging
 import random
 import time
 from typing import Any, AsyncIterator, Callable
+from urllib.parse import urlsplit
+
+import httpx
+from airflow.sdk import BaseHook
 
 from .. import reading
 from ..capabilities import Capabilities
@@ -38,8 +42,6 @@ log = logging.getLogger(__name__)
 
 async def aget_connection(conn_id: str):
     """The Airflow connection, without blocking the triggerer's event loop."""
-    from airflow.sdk import BaseHook
-
     if hasattr(BaseHook, "aget_connection"):
         return await BaseHook.aget_connection(conn_id)
     return await asyncio.to_thread(BaseHook.get_connection, conn_id)
@@ -76,8 +78,6 @@ class AsyncOpcoHook:
 
     async def client(self):
         if self._client is None:
-            import httpx
-
             info = await self.conn_info()
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(info.read_timeout, connect=info.connect_timeout),
@@ -114,8 +114,6 @@ class AsyncOpcoHook:
                         numero_interne: str | None = None, request_sha256: str | None = None, attempt: int = 1,
                         defer: bool = False, is_token: bool = False):
         """One attempt: (status, headers, content, parsed, None, pending record) or (None, ..., error, None)."""
-        import httpx
-
         info = await self.conn_info()
         client = await self.client()
         sent_at = utcnow()
@@ -152,8 +150,6 @@ class AsyncOpcoHook:
             if not info.token_url or not info.client_id:
                 raise OpcoAuthError(info.code, info.siren, None, "oauth_client_id / oauth_token_path absents de la "
                                     "connexion", conn_id=self.opco_conn_id, code="OAUTH")
-            from urllib.parse import urlsplit
-
             route = urlsplit(info.token_url).path
             form = {"grant_type": "client_credentials", "client_id": info.client_id,
                     "client_secret": info.client_secret or ""}
