@@ -88,7 +88,7 @@ def watermarks(connector: str, conn_ids: Iterable[str] | None = None) -> dict[st
         conn.close()
 
 
-_APPLY_SQL = f"""
+_APPLY_SQL = """
 WITH v (ni, etat, etat_at, nex, ndeca, motifs, anomalies) AS (VALUES %s),
 upd AS (
     UPDATE opco_dossier d

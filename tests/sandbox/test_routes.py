@@ -263,7 +263,6 @@ def test_conventions_errors(api):
     assert {"employeur.siret", "dateDebut", "dureeFormation", "rncp", "couts.coutPedagogique"} <= {e["champ"] for e in errs}
     p2 = dict(p, numeroInterne="absent-conv")
     a.convention(p2, expect=404)
-    other = dict(p, employeur=dict(p["employeur"], siret="77567227200017"))
     r = a.post("/v1/conventions", json={"numeroInterneDossier": p["numeroInterne"], "employeur": {"siret": "77567227200017"},
                                         "dateDebut": "2026-09-07", "dateFin": "2028-06-30", "dureeFormation": 800,
                                         "rncp": "RNCP37125", "couts": {"coutPedagogique": 1.0}})

@@ -187,7 +187,7 @@ def _bool(s: pd.Series) -> pd.Series:
     if s.dtype == bool:
         return s
     mapped = s.map({True: True, False: False, "t": True, "f": False, "true": True, "false": False,
-                    "True": True, "False": False, 1: True, 0: False})
+                    "True": True, "False": False})   # (1 and 0 are True and False as keys)
     return mapped.fillna(False).astype(bool)
 
 
