@@ -56,16 +56,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration")
     parser.add_argument("--processes", type=int, default=3, help="mapped tasks at once")
     parser.add_argument("--threads", type=int, default=8, help="threads per mapped task (operator default)")
-    parser.add_argument("--heavy-processes", type=int, default=10,
-                        help="mapped tasks at once in the heavy-faults comparison (both of its runs): several "
-                             "OPCO pools at once, as in the DAG")
+    parser.add_argument("--heavy-processes", type=int, default=16,
+                        help="mapped tasks at once in the heavy-faults comparison (both of its runs): 16 is "
+                             "Airflow's default max_active_tasks_per_dag, what the daily DAG runs at once within "
+                             "the OPCO pools (3 slots each)")
     parser.add_argument("--heavy-threads", type=int, default=32,
                         help="threads per mapped task in the heavy-faults comparison (both of its runs)")
     parser.add_argument("--read-timeout", type=float, default=2.0,
                         help="read timeout of the sends in the heavy-faults comparison (both of its runs)")
     parser.add_argument("--only-heavy", action="store_true", help="only the heavy-faults comparison")
-    parser.add_argument("--heavy-dossiers", type=int, default=3000,
-                        help="dossiers of the heavy-faults comparison (seeded apart, sent in both of its runs)")
+    parser.add_argument("--heavy-dossiers", type=int, default=20000,
+                        help="dossiers of the heavy-faults comparison (seeded apart, sent in both of its runs): a "
+                             "network's day; each batch's tail of faults is a fixed cost, small volumes measure it")
     args = parser.parse_args()
 
     erps = seeded_erps(args.transmit_dossiers, seed=11)
