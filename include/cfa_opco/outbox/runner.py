@@ -26,7 +26,7 @@ from . import ledger, policy
 from .delay_queue import SEND, SETTLE, DelayQueue
 from .dossier_batch import DossierBatch
 from .flow import Flow
-from .operations import PIECE, Found, Job, Operation
+from .operations import Found, Job, Operation
 from .result import BatchResult
 from .status import Status
 
@@ -295,11 +295,11 @@ class BatchRunner:
         counter = j.op.counter(j.status)
         if counter:
             self.result.add(counter)
+        what = "" if j.op.counts_dossier else f"{j.op.label} : "   # a pièce, a rupture... of the dossier
         if j.status == Status.REJECTED:
-            self.result.error(j.numero, f"{j.op.label} : HTTP {getattr(j.resp, 'status', '?')} {j.message}"
-                              if j.op is PIECE else f"HTTP {getattr(j.resp, 'status', '?')} {j.message}")
+            self.result.error(j.numero, f"{what}HTTP {getattr(j.resp, 'status', '?')} {j.message}")
         elif j.status == Status.PENDING:
-            self.result.error(j.numero, j.message or "")
+            self.result.error(j.numero, f"{what}{j.message or ''}")
 
     def _check_key(self) -> None:
         try:
