@@ -151,14 +151,11 @@ class DossierBatch(Flow):
             if job.prepared.digest in seen:     # the same bytes twice in one dossier: sent once
                 continue
             seen.add(job.prepared.digest)
-            same = [t for t in past if t["content_hash"] == job.prepared.digest]
-            if any(t["status"] == Status.SENT for t in same):
-                continue
-            pending = [t for t in same if t["status"] == Status.PENDING]
-            if pending:
-                job.tid = pending[-1]["id"]
+            fate, in_doubt = policy.fate(job.prepared.digest, past, forced=False)
+            if fate is Fate.RESOLVE:
+                job.tid = in_doubt["id"]
                 jobs.append(job)
-            elif not same:
+            elif fate in (Fate.NEW, Fate.CHANGED_AFTER_SEND):   # another document of the dossier was sent
                 intents.append(job)
         self.insert(intents, jobs)
         return jobs

@@ -57,8 +57,8 @@ def short_gil_slices(seconds: float = 0.001):
 
 
 def _unreadable(value) -> bool:
-    """A read-back value that settles nothing (the hook's Unreadable)."""
-    return isinstance(value, Exception) or type(value).__name__ == "Unreadable"
+    """A read-back value that settles nothing (the hook's Unreadable, an OpcoError)."""
+    return isinstance(value, Exception)
 
 
 class BatchRunner:

@@ -19,7 +19,7 @@ def _prepare(row: dict, numero_contrat_precedent: str | None = None) -> Prepared
 
 def _send(hook, job: Job) -> Attempt:
     out = hook.send_once(job.prepared.payload, encoded=job.prepared.body)
-    kind = SendKind(str(getattr(out.kind, "value", out.kind)).upper())
+    kind = out.kind
     if kind is SendKind.RETRY_LATER and out.status in GATEWAY_ERRORS:
         # a gateway error may come after the OPCO recorded the dossier (a lost answer):
         # read back before any resend, as for any other ambiguous answer
