@@ -1,0 +1,57 @@
+"""Where a DAG run's reports live, and the URLs that open them: the one run → report folder
+mapping, used by the quality gate, the run summary, the Airflow UI plugins, the alerts and
+the tests.
+
+The reports root is the Airflow Variable ``cfa_opco_reports_dir`` when it is set (a relative
+path is taken from the project folder), else ``settings.REPORTS_DIR`` (env
+``CFA_REPORTS_DIR``, default ``var/reports``). Every run has its own folder under the root,
+named from its run id by :func:`run_folder_name`; earlier runs stay readable.
+
+Works in a task (the Task SDK reads the Variable through the supervisor) and in the API
+server (the plugin: the Variable comes from the metadata database).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+from cfa_opco import settings
+
+REPORTS_VARIABLE = "cfa_opco_reports_dir"
+QUALITY_UI_PREFIX = "/cfa-quality"    # the quality reports plugin's FastAPI mount point
+INDEX = "index.html"
+
+
+def _variable(name: str) -> str | None:
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(name, default=None)
+    except Exception:  # no Airflow context at all (command-line tools, some unit tests)
+        return None
+
+
+def reports_root() -> Path:
+    """The folder that holds every run's report folder."""
+    value = _variable(REPORTS_VARIABLE)
+    if not value:
+        return Path(settings.REPORTS_DIR)
+    path = Path(value)
+    return path if path.is_absolute() else settings.PROJECT_DIR / path
+
+
+def run_folder_name(run_id: str) -> str:
+    """A folder name for a run id (``manual__2026-09-01T06:00:00+00:00`` ->
+    ``manual__2026-09-01T06-00-00-00-00``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.") or "run"
+
+
+def run_folder(run_id: str, root: Path | None = None) -> Path:
+    """The folder of one run's reports (``<root>/<run folder name>``)."""
+    return (Path(root) if root is not None else reports_root()) / run_folder_name(run_id)
+
+
+def run_report_url(run_id: str) -> str:
+    """The UI path that opens a run's report (relative to the Airflow base URL)."""
+    return f"{QUALITY_UI_PREFIX}/runs/{quote(run_id, safe='')}"
