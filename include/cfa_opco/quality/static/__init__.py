@@ -2,14 +2,14 @@
 
 GX 1.x writes a ``static/`` folder next to the Data Docs pages (its own stylesheet,
 fonts and images) but its pages load Bootstrap 4.3.1, bootstrap-table 1.19.1, jQuery
-3.7.1, Popper 1.12.9 and Font Awesome 6.6.0 from CDNs: offline (a CFA's network, the
+3.7.1, Popper 1.12.9, bootstrap-datepicker 1.9.0 (the run-time filter of the validations
+table) and Font Awesome 6.6.0 from CDNs: offline (a CFA's network, the
 Airflow UI behind a proxy) they render unstyled. :func:`localize_data_docs` copies the
 same versions, vendored in ``assets/`` with their licence headers (licences in
 ``assets/licenses/``), into ``<data docs>/static/vendor/`` and points every page at them.
 
 What is not vendored is removed from the pages: Vega (profiling charts only, never
-rendered by the gate's validations), the bootstrap-datepicker filter (no date column
-filters) and the ``bootstrap-prefers-dark`` theme (optional dark mode), and the GX logo
+rendered by the gate's validations) and the ``bootstrap-prefers-dark`` theme (optional dark mode), and the GX logo
 fetched from GX's web assets points at the local ``static/images`` copy.
 """
 from __future__ import annotations
@@ -34,6 +34,8 @@ LOCAL = {
     "jquery-3.7.1.min.js": "js/jquery.min.js",
     "popper.min.js": "js/popper.min.js",
     "all.min.css": "css/fontawesome.all.min.css",
+    "bootstrap-datepicker.min.css": "css/bootstrap-datepicker.min.css",
+    "bootstrap-datepicker.min.js": "js/bootstrap-datepicker.min.js",
 }
 _TAG = re.compile(r"""<(script|link)\b[^>]*?\b(?:src|href)=["'](https?://[^"']+)["'][^>]*>(?:\s*</script>)?""",
                   re.IGNORECASE)
