@@ -17,13 +17,30 @@ import subprocess
 import sys
 import time
 
-from cfa_opco import settings
+from cfa_opco import report_location, report_runs, settings
 from cfa_opco.erp.generator import seed
 from cfa_opco.pipeline.run_report import BUCKETS
 from cfa_opco.sandbox.testing import run_sandbox
 from cfa_opco.stack import airflow_env, embedded_pg
 
 DEMO_RATE_LIMIT = 95.0
+# the demo's sandbox, shared with the stack of `make up` (stack/up.py): same database file,
+# same delays and rate limit as the connections airflow_env.init writes for the demo
+SANDBOX_DB = settings.VAR_DIR / "sandbox" / "demo.sqlite"
+SANDBOX_OVERRIDES = {"delays": {"instruction": 1, "decision": 2, "reglement": 2},
+                     "rate_limit": {"per_second": DEMO_RATE_LIMIT / 0.95}}
+
+
+def reset_data(seed_value: int, dossiers: int) -> dict:
+    """Recreate the demo ERPs (seeded again) and the connector's database: every demo, and
+    every ``make replay``, starts from the same place."""
+    for name in ("erp_main", "erp_est", "connector"):
+        embedded_pg.recreate_database(settings.DATABASES[name])
+    shutil.rmtree(settings.VAR_DIR / "erp_files", ignore_errors=True)
+    counts = seed(seed_value, dossiers)
+    print(f"[demo] demo ERPs seeded: {dossiers} dossiers (seed {seed_value}), "
+          f"{counts['erp_main.entreprise'] + counts['erp_est.T_ENTREPRISE']} companies")
+    return counts
 
 
 def _print_summary(summary: dict, log_path) -> None:
@@ -50,11 +67,42 @@ def _print_summary(summary: dict, log_path) -> None:
     print()
     if summary.get("reports"):
         print(f"  quality reports: {summary['reports']}")
+    if summary.get("report_url"):
+        print(f"  in Airflow's UI: {summary['report_url']} (menu Parcourir > Qualité des dossiers, under `make up`)")
     if summary.get("run_report"):
         print(f"  run report:      {summary['run_report']}")
     print(f"  run summary:     {summary.get('summary_file')}")
     print(f"  Airflow log:     {log_path}")
     print("=" * 78)
+
+
+def _run_outcome(entry, env: dict) -> dict:
+    """How the run ended, task by task: {"ok": bool, "text": str}. The demo's ERPs hold
+    dossiers that cannot be sent (no AFDAS key, OPCO Santé's portal, routing that needs a
+    human): its run is expected to end with ``attention_needed`` failed, and only that."""
+    out = subprocess.run([str(airflow_env.airflow_bin()), "tasks", "states-for-dag-run", "cfa_opco_daily",
+                          entry.run_id, "-o", "json"], env=env, capture_output=True, text=True)
+    try:
+        rows = json.loads(out.stdout[out.stdout.index("["):])
+        states = {}
+        for row in rows:
+            states.setdefault(row["task_id"], set()).add(str(row.get("state")))
+    except (ValueError, KeyError, TypeError):
+        return {"ok": False, "text": f"  could not read the run's task states: {out.stderr[-500:]}"}
+    failed = sorted(t for t, st in states.items() if st & {"failed", "upstream_failed"})
+    attention = json.loads((entry.folder / "attention.json").read_text()) if (
+        entry.folder / "attention.json").exists() else {}
+    if not failed:
+        text = "  run state:       success" + (f" (attention_needed: {attention['outcome']})"
+                                              if attention.get("outcome") not in (None, "ok") else "")
+        return {"ok": True, "text": text}
+    if failed == ["attention_needed"]:
+        return {"ok": True, "text": (
+            "  run state:       FAILED on attention_needed only — expected in the demo: dossiers were left\n"
+            "                   unsent (blocked or in doubt), so the run is not shown green in Airflow\n"
+            f"                   ({attention.get('message') or 'see attention.json'})\n"
+            "                   (Variable cfa_opco_unsent_outcome: fail | skip | ignore)")}
+    return {"ok": False, "text": f"  run state:       FAILED tasks: {', '.join(failed)}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,48 +113,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox-port", type=int, default=8085)
     args = parser.parse_args(argv)
 
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     was_running = embedded_pg.is_running()
     embedded_pg.start()
     print(f"[demo] embedded PostgreSQL on {settings.PG_HOST}:{settings.PG_PORT}")
     try:
-        for name in ("erp_main", "erp_est", "connector"):
-            embedded_pg.recreate_database(settings.DATABASES[name])
-        shutil.rmtree(settings.VAR_DIR / "erp_files", ignore_errors=True)
-        counts = seed(args.seed, args.dossiers)
-        print(f"[demo] demo ERPs seeded: {args.dossiers} dossiers (seed {args.seed}), "
-              f"{counts['erp_main.entreprise'] + counts['erp_est.T_ENTREPRISE']} companies")
+        reset_data(args.seed, args.dossiers)
         # the demo's OPCOs allow 100 requests/s per key (real ones about 10) so that the run,
         # whose mapped tasks `airflow dags test` executes one after the other, takes a minute
         airflow_env.init(sandbox_port=args.sandbox_port, sandbox_rate_limit=DEMO_RATE_LIMIT)
-        sandbox_dir = settings.VAR_DIR / "sandbox"
-        sandbox_dir.mkdir(parents=True, exist_ok=True)
-        db = sandbox_dir / "demo.sqlite"
+        SANDBOX_DB.parent.mkdir(parents=True, exist_ok=True)
         for suffix in ("", "-wal", "-shm"):
-            (sandbox_dir / f"demo.sqlite{suffix}").unlink(missing_ok=True)
+            SANDBOX_DB.with_name(SANDBOX_DB.name + suffix).unlink(missing_ok=True)
         logs = settings.VAR_DIR / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
         log_path = logs / f"demo-{stamp}.log"
-        overrides = {"delays": {"instruction": 1, "decision": 2, "reglement": 2},
-                     "rate_limit": {"per_second": DEMO_RATE_LIMIT / 0.95}}
-        with run_sandbox(db=db, port=args.sandbox_port, overrides=overrides,
+        with run_sandbox(db=SANDBOX_DB, port=args.sandbox_port, overrides=SANDBOX_OVERRIDES,
                          log_path=logs / f"sandbox-{stamp}.log"):
             print(f"[demo] OPCO sandbox on http://127.0.0.1:{args.sandbox_port} (11 OPCOs)")
             print("[demo] running the DAG cfa_opco_daily (airflow dags test) ...")
+            env = {**os.environ, **airflow_env.airflow_env()}
             with open(log_path, "w") as log:
-                env = {**os.environ, **airflow_env.airflow_env()}
                 rc = subprocess.run([str(airflow_env.airflow_bin()), "dags", "test", "cfa_opco_daily"],
                                     env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-        runs = sorted((settings.REPORTS_DIR / "runs").glob("*.summary.json"), key=lambda p: p.stat().st_mtime)
-        if rc != 0 or not runs:
-            print(f"[demo] the DAG run failed (exit {rc}); see {log_path}", file=sys.stderr)
-            if runs:
-                _print_summary(json.loads(runs[-1].read_text()), log_path)
+        entry = next(iter(report_runs.list_runs(report_location.reports_root())), None)
+        if entry is not None and entry.mtime < started_at:   # an earlier run's folder
+            entry = None
+        summary_path = entry.folder / report_runs.SUMMARY_FILE if entry else None
+        if summary_path is None or not summary_path.exists():
+            print(f"[demo] the DAG run failed before its summary (exit {rc}); see {log_path}", file=sys.stderr)
             return 1
-        summary = json.loads(runs[-1].read_text())
-        summary["summary_file"] = str(runs[-1])
+        summary = json.loads(summary_path.read_text())
+        summary["summary_file"] = str(summary_path)
         _print_summary(summary, log_path)
+        outcome = _run_outcome(entry, env)
+        print(outcome["text"])
+        if not outcome["ok"]:
+            print(f"[demo] the DAG run failed (exit {rc}); see {log_path}", file=sys.stderr)
+            return 1
         print(f"[demo] done in {time.perf_counter() - t0:.0f} s")
         return 0
     finally:

@@ -155,7 +155,8 @@ def attention_message(summary: dict) -> str | None:
     counts = {b: int(buckets.get(b) or 0) for b in ATTENTION_BUCKETS}
     if not any(counts.values()):
         return None
-    parts = "; ".join(f"{n} {run_report.BUCKETS[b].split(' (')[0].lower()}" for b, n in counts.items() if n)
+    labels = {b: run_report.BUCKETS[b].split(" (")[0] for b in ATTENTION_BUCKETS}
+    parts = "; ".join(f"{n} {labels[b][0].lower()}{labels[b][1:]}" for b, n in counts.items() if n)
     en = ", ".join(f"{b}={n}" for b, n in counts.items() if n)
     return (f"Run {summary.get('run_id')} : {sum(counts.values())} dossier(s) non transmis à traiter — {parts}. "
             f"Rapport : {summary.get('report_url') or report_location.run_report_url(summary.get('run_id', ''))} "

@@ -1,5 +1,9 @@
 """``make up`` / ``make down``: a long-running local stack (embedded PostgreSQL, the OPCO
-sandbox, Airflow standalone with its UI on http://localhost:8080).
+sandbox, Airflow standalone with its UI on http://localhost:8080); ``make replay``: the
+demo again, under the stack's scheduler.
+
+The stack's sandbox is the demo's (same database file, delays and rate limit: see
+cfa_opco.demo), and the connections point at it as ``make demo``'s do.
 
 Processes run in the background with their pid and log in var/run/; ``stop`` ends them
 (Airflow standalone with SIGINT: it only stops its children cleanly on SIGINT).
@@ -7,16 +11,26 @@ Processes run in the background with their pid and log in var/run/; ``stop`` end
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from urllib.parse import quote
 
-from cfa_opco import settings
+import httpx
+
+from cfa_opco import report_location, settings
 from cfa_opco.stack import airflow_env, embedded_pg
 
 RUN_DIR = settings.VAR_DIR / "run"
+DAG_ID = "cfa_opco_daily"
+
+
+def ui_url() -> str:
+    """The stack's Airflow UI (port: AIRFLOW__API__PORT, default 8080)."""
+    return f"http://localhost:{os.environ.get('AIRFLOW__API__PORT', '8080')}"
 
 
 def _pid(name: str) -> int | None:
@@ -60,14 +74,64 @@ def _stop(name: str, sig: int, timeout: float = 30.0) -> None:
 
 
 def start(sandbox_port: int) -> None:
+    from cfa_opco import demo
+
     embedded_pg.start()
-    airflow_env.init(sandbox_port=sandbox_port)
-    (settings.VAR_DIR / "sandbox").mkdir(parents=True, exist_ok=True)
+    airflow_env.init(sandbox_port=sandbox_port, sandbox_rate_limit=demo.DEMO_RATE_LIMIT)
+    demo.SANDBOX_DB.parent.mkdir(parents=True, exist_ok=True)
     _spawn("sandbox", [sys.executable, "-m", "cfa_opco.sandbox", "--port", str(sandbox_port),
-                       "--db", str(settings.VAR_DIR / "sandbox" / "stack.sqlite")])
+                       "--db", str(demo.SANDBOX_DB), "--override", json.dumps(demo.SANDBOX_OVERRIDES)])
+    (RUN_DIR / "sandbox.port").write_text(str(sandbox_port))
     _spawn("airflow", [str(airflow_env.airflow_bin()), "standalone"], env={**os.environ, **airflow_env.airflow_env()})
-    print("Airflow UI: http://localhost:8080 (the admin password is in var/airflow/"
+    print(f"Airflow UI: {ui_url()} (the admin password is in var/airflow/"
           "simple_auth_manager_passwords.json.generated once it has started)")
+
+
+def _wait_healthy(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise SystemExit(f"not answering after {timeout:.0f} s: {url}")
+
+
+def replay(seed_value: int, dossiers: int, sandbox_port: int) -> str:
+    """The demo again, under the running stack's scheduler: reseed the demo ERPs, reset the
+    connector's database and the sandbox's state, then trigger one cfa_opco_daily run (the
+    DAG is unpaused first). Returns the run id."""
+    from cfa_opco import demo
+
+    if _pid("airflow") is None or _pid("sandbox") is None:
+        raise SystemExit("the stack is not running: `make up` first (then `make replay`)")
+    port = int((RUN_DIR / "sandbox.port").read_text()) if (RUN_DIR / "sandbox.port").exists() else sandbox_port
+    sandbox = f"http://127.0.0.1:{port}"
+    _wait_healthy(f"{sandbox}/_sandbox/health")
+    demo.reset_data(seed_value, dossiers)
+    httpx.post(f"{sandbox}/_sandbox/reset", json={"keep_settings": False}, timeout=30,
+               trust_env=False).raise_for_status()
+    print(f"[replay] sandbox {sandbox} reset (no dossier, the demo's settings)")
+    _wait_healthy(f"{ui_url()}/api/v2/monitor/health", timeout=300)
+    env = {**os.environ, **airflow_env.airflow_env()}
+    # the scheduler must know the DAG (the dag processor parses it within a minute of `make up`)
+    deadline = time.monotonic() + 300
+    while subprocess.run([str(airflow_env.airflow_bin()), "dags", "details", DAG_ID], env=env,
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the DAG {DAG_ID} is not known to Airflow yet; see {RUN_DIR / 'airflow.log'}")
+        time.sleep(5)
+    subprocess.run([str(airflow_env.airflow_bin()), "dags", "unpause", DAG_ID], env=env, check=True,
+                   capture_output=True)
+    out = subprocess.run([str(airflow_env.airflow_bin()), "dags", "trigger", DAG_ID, "-o", "json"], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    run_id = json.loads(out[out.index("["):])[0]["dag_run_id"]
+    print(f"[replay] {DAG_ID} triggered: run {run_id}\n"
+          f"  watch it: {ui_url()}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}\n"
+          f"  its report (once the quality gate ran): {ui_url()}{report_location.run_report_url(run_id)}")
+    return run_id
 
 
 def stop() -> None:
@@ -78,10 +142,15 @@ def stop() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cfa_opco.stack.up")
-    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("action", choices=["start", "stop", "replay"])
     parser.add_argument("--sandbox-port", type=int, default=8085)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--dossiers", type=int, default=2000)
     args = parser.parse_args(argv)
-    start(args.sandbox_port) if args.action == "start" else stop()
+    if args.action == "replay":
+        replay(args.seed, args.dossiers, args.sandbox_port)
+    else:
+        start(args.sandbox_port) if args.action == "start" else stop()
     return 0
 
 
