@@ -60,12 +60,14 @@ DEFAULT_ARGS = {
     doc_md=__doc__,
     params={
         "dry_run": Param(False, type="boolean", description="Build and validate payloads, send nothing."),
-        "only_opco": Param("", type="string", description="Transmit only to this OPCO (code, e.g. akto)."),
-        "only_site": Param("", type="string", description="Transmit only this CFA site (site code)."),
+        # optional text params allow null: the UI's trigger form disables "Trigger" while a
+        # plain "string" param is left empty
+        "only_opco": Param(None, type=["null", "string"], description="Transmit only to this OPCO (code, e.g. akto)."),
+        "only_site": Param(None, type=["null", "string"], description="Transmit only this CFA site (site code)."),
         "resend": Param([], type="array", description="numeroInterne to send again (needs force_reason)."),
         "force_quality": Param([], type="array",
                                description="numeroInterne to let through the quality gate (needs force_reason)."),
-        "force_reason": Param("", type="string", description="Why: kept in the ledger and the audit trail."),
+        "force_reason": Param(None, type=["null", "string"], description="Why: kept in the ledger and the audit trail."),
         "reextract": Param(False, type="boolean",
                            description="Read the ERPs again for this run instead of reusing its frozen batch."),
         "sources": Param([], type="array", description="Restrict to these source ids (empty: all)."),

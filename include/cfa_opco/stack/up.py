@@ -11,6 +11,7 @@ Processes run in the background with their pid and log in var/run/; ``stop`` end
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -82,7 +83,10 @@ def start(sandbox_port: int) -> None:
     _spawn("sandbox", [sys.executable, "-m", "cfa_opco.sandbox", "--port", str(sandbox_port),
                        "--db", str(demo.SANDBOX_DB), "--override", json.dumps(demo.SANDBOX_OVERRIDES)])
     (RUN_DIR / "sandbox.port").write_text(str(sandbox_port))
-    _spawn("airflow", [str(airflow_env.airflow_bin()), "standalone"], env={**os.environ, **airflow_env.airflow_env()})
+    env = {**os.environ, **airflow_env.airflow_env()}
+    # the tasks reach the API server's execution API on the UI's port (AIRFLOW__API__PORT)
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"{ui_url()}/execution/")
+    _spawn("airflow", [str(airflow_env.airflow_bin()), "standalone"], env=env)
     print(f"Airflow UI: {ui_url()} (the admin password is in var/airflow/"
           "simple_auth_manager_passwords.json.generated once it has started)")
 
@@ -99,10 +103,25 @@ def _wait_healthy(url: str, timeout: float = 120.0) -> None:
     raise SystemExit(f"not answering after {timeout:.0f} s: {url}")
 
 
+def _airflow_json(args: list[str], env: dict) -> list | dict:
+    """The JSON an ``airflow ... -o json`` command prints (its log lines go around it)."""
+    out = subprocess.run([str(airflow_env.airflow_bin()), *args, "-o", "json"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith(("[{", "[]", "{")):
+            return json.loads(line)
+    raise SystemExit(f"no JSON from airflow {' '.join(args)}: {out[-500:]}")
+
+
+def _runs(env: dict) -> dict[str, str]:
+    return {r["run_id"]: r["state"] for r in _airflow_json(["dags", "list-runs", DAG_ID], env)}
+
+
 def replay(seed_value: int, dossiers: int, sandbox_port: int) -> str:
     """The demo again, under the running stack's scheduler: reseed the demo ERPs, reset the
-    connector's database and the sandbox's state, then trigger one cfa_opco_daily run (the
-    DAG is unpaused first). Returns the run id."""
+    connector's database and the sandbox's state, then have one cfa_opco_daily run. A paused
+    DAG is unpaused: when the scheduler then starts the run of the latest 06:00 on its own,
+    that run is the replay; otherwise one run is triggered. Returns the run id."""
     from cfa_opco import demo
 
     if _pid("airflow") is None or _pid("sandbox") is None:
@@ -110,10 +129,6 @@ def replay(seed_value: int, dossiers: int, sandbox_port: int) -> str:
     port = int((RUN_DIR / "sandbox.port").read_text()) if (RUN_DIR / "sandbox.port").exists() else sandbox_port
     sandbox = f"http://127.0.0.1:{port}"
     _wait_healthy(f"{sandbox}/_sandbox/health")
-    demo.reset_data(seed_value, dossiers)
-    httpx.post(f"{sandbox}/_sandbox/reset", json={"keep_settings": False}, timeout=30,
-               trust_env=False).raise_for_status()
-    print(f"[replay] sandbox {sandbox} reset (no dossier, the demo's settings)")
     _wait_healthy(f"{ui_url()}/api/v2/monitor/health", timeout=300)
     env = {**os.environ, **airflow_env.airflow_env()}
     # the scheduler must know the DAG (the dag processor parses it within a minute of `make up`)
@@ -123,14 +138,36 @@ def replay(seed_value: int, dossiers: int, sandbox_port: int) -> str:
         if time.monotonic() > deadline:
             raise SystemExit(f"the DAG {DAG_ID} is not known to Airflow yet; see {RUN_DIR / 'airflow.log'}")
         time.sleep(5)
-    subprocess.run([str(airflow_env.airflow_bin()), "dags", "unpause", DAG_ID], env=env, check=True,
-                   capture_output=True)
-    out = subprocess.run([str(airflow_env.airflow_bin()), "dags", "trigger", DAG_ID, "-o", "json"], env=env,
-                         check=True, capture_output=True, text=True).stdout
-    run_id = json.loads(out[out.index("["):])[0]["dag_run_id"]
-    print(f"[replay] {DAG_ID} triggered: run {run_id}\n"
-          f"  watch it: {ui_url()}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}\n"
-          f"  its report (once the quality gate ran): {ui_url()}{report_location.run_report_url(run_id)}")
+    before = _runs(env)
+    active = sorted(r for r, st in before.items() if st in ("queued", "running"))
+    if active:
+        raise SystemExit(f"a {DAG_ID} run is still going ({', '.join(active)}): wait for it, or mark it "
+                         "failed in the UI, before resetting its databases")
+    demo.reset_data(seed_value, dossiers)
+    httpx.post(f"{sandbox}/_sandbox/reset", json={"keep_settings": False}, timeout=30,
+               trust_env=False).raise_for_status()
+    print(f"[replay] sandbox {sandbox} reset (no dossier, the demo's settings)")
+    run_id = None
+    details = _airflow_json(["dags", "details", DAG_ID], env)
+    details = details[0] if isinstance(details, list) else details
+    if details.get("is_paused"):
+        subprocess.run([str(airflow_env.airflow_bin()), "dags", "unpause", DAG_ID], env=env, check=True,
+                       capture_output=True)
+        print(f"[replay] {DAG_ID} unpaused (it now also runs on its schedule, 06:00 Monday to Saturday)")
+        deadline = time.monotonic() + 60
+        while run_id is None and time.monotonic() < deadline:
+            time.sleep(5)
+            run_id = next((r for r in _runs(env) if r not in before), None)
+    if run_id is None:
+        run_id = f"replay__{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')}+00:00"
+        subprocess.run([str(airflow_env.airflow_bin()), "dags", "trigger", DAG_ID, "--run-id", run_id], env=env,
+                       check=True, capture_output=True)
+        print(f"[replay] {DAG_ID} triggered: run {run_id}")
+    else:
+        print(f"[replay] the scheduler started the run {run_id} (the latest scheduled time): it is the replay")
+    print(f"  watch it: {ui_url()}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}\n"
+          f"  its report (once the quality gate ran): {ui_url()}{report_location.run_report_url(run_id)}\n"
+          "  the run ends failed on attention_needed, as the demo's: its ERPs hold dossiers that cannot be sent")
     return run_id
 
 
