@@ -132,7 +132,7 @@ def cfa_opco_daily():
         timeout=6 * 3600,
     )
 
-    @task(retries=0)
+    @task   # fails with AirflowFailException: never retried
     def attention_needed(summary: dict, **context) -> dict:
         from cfa_opco.pipeline import daily
 
