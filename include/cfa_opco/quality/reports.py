@@ -8,7 +8,11 @@
                             of dossiers each blocks) + the per-dossier anomalies
 - ``a_corriger.csv``        records to fix (same rows as the first sheet)
 - ``anomalies.csv``         one row per dossier and anomaly
-- ``data_docs/index.html``  the Great Expectations Data Docs of the run
+- ``data_docs/index.html``  the Great Expectations Data Docs of the run (styled from local
+                            copies of their CSS/JS: :mod:`cfa_opco.quality.static`)
+
+The gate adds ``quality.json`` (its summary); the run's last tasks add ``summary.json``,
+``run_report.md`` and ``attention.json`` (:mod:`cfa_opco.report_runs`).
 
 Personal data is masked upstream (NIR, birth dates): the reports only show what the
 anomalies carry.
@@ -258,7 +262,9 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
              f"<h1>Contrôle qualité — passage {html.escape(run_id)}</h1><p class='muted'>Généré le {now}</p>"
              + kpis + "<ul><li><a href='rapport.html'>Rapport tous sites</a> (graphiques et fiches à corriger)</li>"
              "<li><a href='a_corriger.xlsx'>Fiches à corriger (Excel)</a> · <a href='a_corriger.csv'>CSV</a></li>"
-             "<li><a href='anomalies.csv'>Anomalies par dossier (CSV)</a></li>" + docs_link + "</ul>"
+             "<li><a href='anomalies.csv'>Anomalies par dossier (CSV)</a></li>" + docs_link
+             + "<li><a href='run_report.md'>Bilan du passage</a> (transmissions, décisions des OPCO, dossiers "
+               "bloqués : écrit à la fin du run par la tâche run_summary)</li></ul>"
              "<h2>Par site</h2><table><thead><tr><th>Site</th><th>Dossiers</th><th>En quarantaine</th></tr></thead>"
              f"<tbody>{site_rows}</tbody></table>")
     path = out_dir / "index.html"
