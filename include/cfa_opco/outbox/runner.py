@@ -21,6 +21,7 @@ from cfa_opco.proofs import ProofRecorder
 from cfa_opco.providers.opco.exceptions import OpcoAuthError, OpcoRouteNotServed
 from cfa_opco.providers.opco.hooks.opco import OpcoHook
 from cfa_opco.providers.opco.outcomes import SendKind
+from cfa_opco.providers.opco.norm import KEY_SCOPE_ERRORS
 
 from . import ledger, policy
 from .delay_queue import SEND, SETTLE, DelayQueue
@@ -167,7 +168,7 @@ class BatchRunner:
             return
         except OpcoAuthError as exc:
             job.status, job.message = Status.BLOCKED, str(exc)
-            if getattr(exc, "code", None) != "SIREN_DIFFERENT":   # the key itself is refused
+            if getattr(exc, "code", None) not in KEY_SCOPE_ERRORS:   # the key itself is refused
                 self.result.auth_error = str(exc)
                 self._stop.set()
                 q.expire()

@@ -47,7 +47,7 @@ from urllib3 import encode_multipart_formdata
 from ..capabilities import Capabilities
 from ..connections import ConnInfo, airflow_connection, parse_connection
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
-from ..norm import CONN_TYPE, FIRST_PAGE, LISTE_MAX, ROUTES, opco_label, parse_conn_id
+from ..norm import CONN_TYPE, FIRST_PAGE, KEY_SCOPE_ERRORS, LISTE_MAX, ROUTES, opco_label, parse_conn_id
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
 from .. import reading
 from ..outcomes import SendKind, SendOutcome, classify_answer, classify_no_answer, suggested_delay
@@ -505,7 +505,7 @@ class OpcoHook(BaseHook):
         m = RE_DATE.search(message)
         if m and ("expir" in message.lower() or code == "CLE_EXPIREE"):
             expires = m.group(1)
-        elif status == 403 and code != "SIREN_DIFFERENT" and not getattr(self._in_keyinfo, "on", False):
+        elif status == 403 and code not in KEY_SCOPE_ERRORS and not getattr(self._in_keyinfo, "on", False):
             try:
                 ki = self.key_info()
                 comment = str(ki.get("comment") or "")
