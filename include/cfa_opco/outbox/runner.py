@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+from cfa_opco import key_status
 from cfa_opco.db.connect import airflow_connection, cached_connections, connect, dsn_for
 from cfa_opco.proofs import ProofRecorder
 from cfa_opco.providers.opco.exceptions import OpcoAuthError, OpcoRouteNotServed
@@ -304,7 +305,9 @@ class BatchRunner:
 
     def _check_key(self) -> None:
         try:
-            self.result.key_warning = self.hook.key_expiry_warning(self.key_warning_days)
+            st = self.hook.key_status(self.key_warning_days)
+            self.result.key_warning = st["warning"]
+            key_status.record(self.connector, self.conn_id, st["status"], st["expires_on"], st["warning"])
         except Exception as exc:  # a key check failing must not stop the sending
             log.warning("key check of %s failed: %s", self.conn_id, exc)
         if self.result.key_warning:
