@@ -13,7 +13,6 @@ shown (OPCO messages, reasons) go through the proofs' masking (NIR, birth dates)
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 from typing import Any, Iterator
 
@@ -153,8 +152,8 @@ def text_of(value: Any, limit: int = 600) -> str:
 
 def _filters(opco: str | None, site: str | None) -> tuple[str, dict]:
     where, args = [], {}
-    if opco:
-        where.append("opco = %(opco)s")
+    if opco:     # "-": the dossiers routed to no OPCO
+        where.append("opco IS NULL" if opco == "-" else "opco = %(opco)s")
         args["opco"] = opco
     if site:
         if site == "-":
@@ -540,6 +539,3 @@ def resend_params(numero_interne: str, reason: str = "") -> dict:
     """The daily DAG's params that send one dossier again (dags/cfa_opco_daily.py)."""
     return {"resend": [numero_interne], "force_reason": reason}
 
-
-def today() -> dt.date:
-    return dt.date.today()
