@@ -17,6 +17,9 @@ Every morning, for every ERP source of the CFA network:
    ENGAGE, REFUSE or ANNULE, or the run's deadline (the follow-up DAG carries on after).
 6. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
    refused, and where the reports are.
+7. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
+   `skip`; `ignore`) when the run left dossiers unsent, blocked or in doubt, with the counts
+   and the report's link: such a run does not end plain green.
 
 **Params** — `dry_run` (build and validate payloads, send nothing); `only_opco`, `only_site`
 (restrict the transmission); `resend` (numeroInterne to send again) and `force_quality`
@@ -126,8 +129,16 @@ def cfa_opco_daily():
         poke_interval=10,
         timeout=6 * 3600,
     )
+
+    @task(retries=0)
+    def attention_needed(summary: dict, **context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.attention(context, summary)
+
     summary = run_summary(extraction, quality, planned)
     transmits >> wait >> summary
+    attention_needed(summary)
 
 
 cfa_opco_daily()
