@@ -99,12 +99,18 @@ def create_app(authenticated: bool = True, connector: str | None = None):
     resolved: dict = {}
 
     def target() -> str:
+        """The connector database: ``connector``, else the Airflow connection cfa_connector
+        (kept once read), else the project's DSN (looked up again at the next request, so a
+        connection created later is taken)."""
         if connector:
             return connector
         if "dsn" not in resolved:
             from cfa_opco.ui import dossiers as q
 
-            resolved["dsn"] = q.default_target()
+            dsn, from_connection = q.resolve_target()
+            if not from_connection:
+                return dsn
+            resolved["dsn"] = dsn
         return resolved["dsn"]
 
     def base(request: Request) -> str:

@@ -2,7 +2,7 @@
 demo ERPs (seed 42, 2,000 dossiers) extracted, checked by the quality gate, planned with the
 committed connections (one Atlas SIRET key), sent to the shared sandbox, the OPCOs' states
 read by the follow-up, and the keys checked. Built once per test session (the view only
-reads it), in its own ``test_ui_connector`` database."""
+reads it), in its own ``test_ui_dossiers_connector`` database."""
 from __future__ import annotations
 
 import pytest
@@ -24,7 +24,7 @@ def ui_connector(sbx, sources, tmp_path_factory) -> dict:
     from tests.conftest import make_database
     from tests.helpers import SOFTWARE
 
-    dsn = make_database("test_ui_connector")
+    dsn = make_database("test_ui_dossiers_connector")
     migrate(dsn)
     with pytest.MonkeyPatch.context() as mp:
         sbx.reset()

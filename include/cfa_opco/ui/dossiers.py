@@ -91,16 +91,21 @@ WITH v AS (
 
 
 # ---- connection ----------------------------------------------------------------------
-def default_target() -> str:
-    """The connector's Airflow connection when it can be read here, else the settings' DSN."""
+def resolve_target() -> tuple[str, bool]:
+    """(DSN, True) of the connector's Airflow connection when it can be read here, else
+    (the settings' DSN, False)."""
     try:
         from cfa_opco.db.connect import dsn_for
 
-        return dsn_for(CONNECTOR_CONN_ID)
+        return dsn_for(CONNECTOR_CONN_ID), True
     except Exception:   # no such connection where the API server runs: the project's DSN
         from cfa_opco import settings
 
-        return settings.dsn("connector")
+        return settings.dsn("connector"), False
+
+
+def default_target() -> str:
+    return resolve_target()[0]
 
 
 @contextlib.contextmanager
