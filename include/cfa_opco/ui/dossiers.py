@@ -52,16 +52,15 @@ WITH v AS (
     FROM quality_verdict ORDER BY source_id, numero_interne, decided_at DESC
 ), t AS (
     SELECT DISTINCT ON (source_id, numero_interne) source_id, numero_interne, id AS t_id, run_id AS t_run,
-           status, opco_code AS t_opco, conn_id AS t_conn, message, erreurs, created_at, forced
+           status, opco_code AS t_opco, conn_id AS t_conn, created_at
     FROM transmission WHERE operation = 'DOSSIER' ORDER BY source_id, numero_interne, id DESC
 ), j AS (
     SELECT * FROM v FULL JOIN t USING (source_id, numero_interne)
 ), cur AS (
     SELECT j.source_id, j.numero_interne, j.v_run, j.verdict, j.site_code, j.decided_at, j.rule_codes,
-           j.t_id, j.t_run, j.status, j.message, j.erreurs, j.forced,
+           j.t_id, j.t_run, j.status,
            coalesce(od.opco_code, j.t_opco, p.opco_code) AS opco, coalesce(od.conn_id, j.t_conn, p.conn_id) AS conn_id,
-           p.decision AS plan_decision, p.reason AS plan_reason, p.key_scope,
-           od.etat, od.etat_at, od.motifs, od.anomalies, od.suivi_impossible_reason, od.numero_externe,
+           p.decision AS plan_decision, p.key_scope, od.etat,
            greatest(j.created_at, j.decided_at, od.etat_at) AS last_at,
            CASE WHEN j.verdict = 'QUARANTINE' AND (j.t_id IS NULL OR j.created_at < j.decided_at) THEN 'quarantined'
                 WHEN j.t_id IS NULL THEN CASE p.decision WHEN 'FILTERED' THEN 'filtered'
@@ -80,7 +79,7 @@ WITH v AS (
                 WHEN od.suivi_impossible_reason IS NOT NULL THEN 'suivi_impossible'
                 WHEN od.etat IN ('ENGAGE', 'SOLDE', 'RUPTU') THEN 'accepted'
                 WHEN od.etat = 'REFUSE' THEN 'refused'
-                WHEN od.anomalies IS NOT NULL AND od.anomalies::text NOT IN ('[]', 'null') THEN 'incomplete'
+                WHEN od.anomalies IS NOT NULL AND od.anomalies NOT IN ('[]'::jsonb, 'null'::jsonb) THEN 'incomplete'
                 ELSE 'pending_decision' END AS decision
     FROM j
     LEFT JOIN transmission_plan p ON p.run_id = coalesce(j.t_run, j.v_run) AND p.source_id = j.source_id
@@ -117,7 +116,8 @@ def read_only(target: str | None = None) -> Iterator[Any]:
     try:
         conn.set_session(readonly=True)
         with conn.cursor() as cur:
-            cur.execute("SET LOCAL statement_timeout = '30s'")
+            # JIT compiling costs more than these 100k-row joins take to run; the hashes fit in memory
+            cur.execute("SET LOCAL statement_timeout = '30s'; SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")
             yield cur
     finally:
         conn.rollback()
@@ -182,29 +182,27 @@ def overview(target: str | None = None) -> dict:
     being {"total", "today", "buckets": {bucket: [n, today]}, "decisions": {decision: [n, today]}}
     (keys of run_report.BUCKETS / DECISIONS; opco "" = not routed, site "" = unknown)."""
     with read_only(target) as cur:
+        # one hash aggregate on (OPCO, site, situation), rolled up here (a few hundred rows)
         cur.execute(_CURRENT + f"""
-            SELECT GROUPING(opco, site_code), opco, site_code, bucket, decision, count(*),
-                   count(*) FILTER (WHERE last_at >= {_today_start()})
-            FROM cur GROUP BY GROUPING SETS ((opco, bucket, decision), (site_code, bucket, decision),
-                                            (bucket, decision))""")
+            SELECT opco, site_code, bucket, decision, count(*), count(*) FILTER (WHERE last_at >= {_today_start()})
+            FROM cur GROUP BY 1, 2, 3, 4""")
         rows = cur.fetchall()
         trend = _trend(cur)
     blank = lambda: {"total": 0, "today": 0, "buckets": {}, "decisions": {}}  # noqa: E731
     by_opco: dict[str, dict] = {}
     by_site: dict[str, dict] = {}
     totals = blank()
-    for grouping, opco, site, bucket, decision, n, today in rows:
-        row = (by_opco.setdefault(opco or "", blank()) if grouping == 1
-               else by_site.setdefault(site or "", blank()) if grouping == 2 else totals)
-        row["total"] += n
-        row["today"] += today
-        b = row["buckets"].setdefault(bucket, [0, 0])
-        b[0] += n
-        b[1] += today
-        if decision:
-            d = row["decisions"].setdefault(decision, [0, 0])
-            d[0] += n
-            d[1] += today
+    for opco, site, bucket, decision, n, today in rows:
+        for row in (by_opco.setdefault(opco or "", blank()), by_site.setdefault(site or "", blank()), totals):
+            row["total"] += n
+            row["today"] += today
+            b = row["buckets"].setdefault(bucket, [0, 0])
+            b[0] += n
+            b[1] += today
+            if decision:
+                d = row["decisions"].setdefault(decision, [0, 0])
+                d[0] += n
+                d[1] += today
     return {"by_opco": dict(sorted(by_opco.items())), "by_site": dict(sorted(by_site.items())),
             "totals": totals, "trend": trend}
 
@@ -215,27 +213,29 @@ TREND_SERIES = {"sent": "Transmis", "rejected": "Refusés à l'envoi", "blocked"
 
 
 def _trend(cur) -> list[dict]:
-    """Per day (Europe/Paris) over the last 14 days: intents by outcome, quarantines, the
-    OPCOs' decisions seen. [{"day": date, series: n}, ...], oldest first."""
+    """Per day over the last 14 days: intents by outcome, quarantines, the OPCOs' decisions
+    seen. [{"day": date, series: n}, ...], oldest first. Days are Europe/Paris days, binned
+    from today's midnight (date_bin: no time-zone conversion per row; a day before a
+    daylight-saving change is shifted by that hour)."""
     since = f"({_today_start()} - interval '{TREND_DAYS - 1} days')"
     cur.execute(f"""
-        WITH days AS (SELECT generate_series(({since} AT TIME ZONE '{TZ}')::date,
-                                             (now() AT TIME ZONE '{TZ}')::date, interval '1 day')::date AS day),
-        t AS (SELECT (created_at AT TIME ZONE '{TZ}')::date AS day,
+        WITH o AS (SELECT {since} AS origin),
+        t AS (SELECT date_bin('1 day', created_at, o.origin) AS b,
                      count(*) FILTER (WHERE status = 'SENT') AS sent,
                      count(*) FILTER (WHERE status = 'REJECTED') AS rejected,
                      count(*) FILTER (WHERE status = 'BLOCKED') AS blocked,
                      count(*) FILTER (WHERE status = 'PENDING') AS in_doubt
-              FROM transmission WHERE created_at >= {since} AND operation = 'DOSSIER' GROUP BY 1),
-        q AS (SELECT (decided_at AT TIME ZONE '{TZ}')::date AS day, count(*) AS quarantined
-              FROM quality_verdict WHERE decided_at >= {since} AND verdict = 'QUARANTINE' GROUP BY 1),
-        s AS (SELECT (observed_at AT TIME ZONE '{TZ}')::date AS day,
+              FROM transmission, o WHERE created_at >= o.origin AND operation = 'DOSSIER' GROUP BY 1),
+        q AS (SELECT date_bin('1 day', decided_at, o.origin) AS b, count(*) AS quarantined
+              FROM quality_verdict, o WHERE decided_at >= o.origin AND verdict = 'QUARANTINE' GROUP BY 1),
+        s AS (SELECT date_bin('1 day', observed_at, o.origin) AS b,
                      count(*) FILTER (WHERE etat = 'ENGAGE') AS engaged,
                      count(*) FILTER (WHERE etat = 'REFUSE') AS refused
-              FROM opco_state_change WHERE observed_at >= {since} GROUP BY 1)
-        SELECT days.day, coalesce(sent, 0), coalesce(rejected, 0), coalesce(blocked, 0), coalesce(in_doubt, 0),
-               coalesce(quarantined, 0), coalesce(engaged, 0), coalesce(refused, 0)
-        FROM days LEFT JOIN t USING (day) LEFT JOIN q USING (day) LEFT JOIN s USING (day) ORDER BY days.day""")
+              FROM opco_state_change, o WHERE observed_at >= o.origin AND etat IN ('ENGAGE', 'REFUSE') GROUP BY 1),
+        days AS (SELECT o.origin + k * interval '1 day' AS b FROM o, generate_series(0, {TREND_DAYS - 1}) k)
+        SELECT (days.b AT TIME ZONE '{TZ}')::date, coalesce(sent, 0), coalesce(rejected, 0), coalesce(blocked, 0),
+               coalesce(in_doubt, 0), coalesce(quarantined, 0), coalesce(engaged, 0), coalesce(refused, 0)
+        FROM days LEFT JOIN t USING (b) LEFT JOIN q USING (b) LEFT JOIN s USING (b) ORDER BY days.b""")
     return [dict(zip(("day", *TREND_SERIES), r)) for r in cur.fetchall()]
 
 
@@ -261,8 +261,7 @@ def choices(target: str | None = None) -> dict:
 
 # ---- lists ---------------------------------------------------------------------------
 _LIST_COLUMNS = """source_id, numero_interne, opco, conn_id, key_scope, site_code, bucket, decision, status, etat,
-                   last_at, v_run, t_run, motifs, anomalies, erreurs, message, plan_reason, rule_codes,
-                   suivi_impossible_reason"""
+                   last_at, v_run, t_run, t_id, rule_codes"""
 
 
 def _list_sql(kind: str, opco: str | None, site: str | None) -> tuple[str, dict]:
@@ -290,7 +289,20 @@ def _reason(row: dict, anomalies: list[str] | None = None) -> str:
 
 
 def _with_reasons(cur, rows: list[dict]) -> list[dict]:
-    """Each row's reason; a quarantined dossier's, the messages of its verdict's anomalies."""
+    """Each row's reason, read for these rows only (the situation query carries no text): the
+    ledger's message and erreurs, the plan's reason, the OPCO's motifs and anomalies, and a
+    quarantined dossier's anomaly messages."""
+    if rows:
+        cur.execute("""SELECT k.i, t.message, t.erreurs, p.reason, od.motifs, od.anomalies, od.suivi_impossible_reason
+                       FROM unnest(%s::int[], %s::bigint[], %s::text[], %s::text[], %s::text[]) AS k(i, t_id, run, s, n)
+                       LEFT JOIN transmission t ON t.id = k.t_id
+                       LEFT JOIN transmission_plan p ON p.run_id = k.run AND p.source_id = k.s AND p.numero_interne = k.n
+                       LEFT JOIN opco_dossier od ON od.source_id = k.s AND od.numero_interne = k.n""",
+                    (list(range(len(rows))), [r["t_id"] for r in rows], [r["t_run"] or r["v_run"] for r in rows],
+                     [r["source_id"] for r in rows], [r["numero_interne"] for r in rows]))
+        for i, message, erreurs, reason, motifs, anomalies, impossible in cur.fetchall():
+            rows[i].update(message=message, erreurs=erreurs, plan_reason=reason, motifs=motifs, anomalies=anomalies,
+                           suivi_impossible_reason=impossible)
     quarantined = [(r["v_run"], r["source_id"], r["numero_interne"]) for r in rows if r["bucket"] == "quarantined"]
     messages: dict[tuple, list[str]] = {}
     if quarantined:
