@@ -45,6 +45,7 @@ LISTS: dict[str, tuple[str, str]] = {
 
 # Each dossier once: latest verdict ⟗ latest DOSSIER intent, that run's plan row, the OPCO's view.
 # (indexes: quality_verdict_dossier, transmission_dossier_last, transmission_plan PK, opco_dossier PK)
+# The key's scope is the conn id's (norm.key_scope_of, in Python): the plan records the same.
 _CURRENT = """
 WITH v AS (
     SELECT DISTINCT ON (source_id, numero_interne) source_id, numero_interne, run_id AS v_run, verdict,
@@ -60,7 +61,7 @@ WITH v AS (
     SELECT j.source_id, j.numero_interne, j.v_run, j.verdict, j.site_code, j.decided_at, j.rule_codes,
            j.t_id, j.t_run, j.status,
            coalesce(od.opco_code, j.t_opco, p.opco_code) AS opco, coalesce(od.conn_id, j.t_conn, p.conn_id) AS conn_id,
-           p.decision AS plan_decision, p.key_scope, od.etat,
+           p.decision AS plan_decision, NULL::text AS key_scope, od.etat,
            greatest(j.created_at, j.decided_at, od.etat_at) AS last_at,
            CASE WHEN j.verdict = 'QUARANTINE' AND (j.t_id IS NULL OR j.created_at < j.decided_at) THEN 'quarantined'
                 WHEN j.t_id IS NULL THEN CASE p.decision WHEN 'FILTERED' THEN 'filtered'
@@ -181,13 +182,25 @@ def overview(target: str | None = None) -> dict:
     {"by_opco": {opco: row}, "by_site": {site: row}, "totals": row, "trend": [...]}, a row
     being {"total", "today", "buckets": {bucket: [n, today]}, "decisions": {decision: [n, today]}}
     (keys of run_report.BUCKETS / DECISIONS; opco "" = not routed, site "" = unknown)."""
-    with read_only(target) as cur:
-        # one hash aggregate on (OPCO, site, situation), rolled up here (a few hundred rows)
-        cur.execute(_CURRENT + f"""
-            SELECT opco, site_code, bucket, decision, count(*), count(*) FILTER (WHERE last_at >= {_today_start()})
-            FROM cur GROUP BY 1, 2, 3, 4""")
-        rows = cur.fetchall()
-        trend = _trend(cur)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def counts() -> list[tuple]:
+        with read_only(target) as cur:
+            # one hash aggregate on (OPCO, site, situation), rolled up here (a few hundred rows)
+            cur.execute(f"SELECT {_today_start()}")     # once: a stable expression is computed per row
+            today_start = cur.fetchone()[0]
+            cur.execute(_CURRENT + """
+                SELECT opco, site_code, bucket, decision, count(*), count(*) FILTER (WHERE last_at >= %(today)s)
+                FROM cur GROUP BY 1, 2, 3, 4""", {"today": today_start})
+            return cur.fetchall()
+
+    def trend_() -> list[dict]:
+        with read_only(target) as cur:
+            return _trend(cur)
+
+    with ThreadPoolExecutor(2) as pool:     # two backends: the trend's scans beside the counts' joins
+        f_rows, f_trend = pool.submit(counts), pool.submit(trend_)
+        rows, trend = f_rows.result(), f_trend.result()
     blank = lambda: {"total": 0, "today": 0, "buckets": {}, "decisions": {}}  # noqa: E731
     by_opco: dict[str, dict] = {}
     by_site: dict[str, dict] = {}
