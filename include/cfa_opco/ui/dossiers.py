@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
+from cfa_opco import settings
+from cfa_opco.db.connect import connect, dsn_for
 from cfa_opco.outbox.status import LABELS as STATUS_LABELS
 from cfa_opco.pipeline.run_report import BUCKETS, DECISIONS
 from cfa_opco.providers.opco.norm import key_scope_of, opco_label, parse_conn_id
@@ -95,12 +98,8 @@ def resolve_target() -> tuple[str, bool]:
     """(DSN, True) of the connector's Airflow connection when it can be read here, else
     (the settings' DSN, False)."""
     try:
-        from cfa_opco.db.connect import dsn_for
-
         return dsn_for(CONNECTOR_CONN_ID), True
     except Exception:   # no such connection where the API server runs: the project's DSN
-        from cfa_opco import settings
-
         return settings.dsn("connector"), False
 
 
@@ -111,8 +110,6 @@ def default_target() -> str:
 @contextlib.contextmanager
 def read_only(target: str | None = None) -> Iterator[Any]:
     """A cursor in a READ ONLY transaction, rolled back and closed after."""
-    from cfa_opco.db.connect import connect
-
     conn = connect(target or default_target(), application_name="cfa_opco.ui")
     try:
         conn.set_session(readonly=True)
@@ -182,8 +179,6 @@ def overview(target: str | None = None) -> dict:
     {"by_opco": {opco: row}, "by_site": {site: row}, "totals": row, "trend": [...]}, a row
     being {"total", "today", "buckets": {bucket: [n, today]}, "decisions": {decision: [n, today]}}
     (keys of run_report.BUCKETS / DECISIONS; opco "" = not routed, site "" = unknown)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def counts() -> list[tuple]:
         with read_only(target) as cur:
             # one hash aggregate on (OPCO, site, situation), rolled up here (a few hundred rows)
@@ -367,8 +362,6 @@ EXPORT_COLUMNS = (("source_id", "Source"), ("numero_interne", "Numéro interne")
 def iter_list(kind: str, *, opco: str | None = None, site: str | None = None, limit: int | None = None,
               target: str | None = None, chunk: int = 2000) -> Iterator[dict]:
     """Every row of a list (export), read through a server-side cursor, ``limit`` at most."""
-    from cfa_opco.db.connect import connect
-
     sql, args = _list_sql(kind, opco, site)
     if limit is not None:
         sql, args = f"SELECT * FROM ({sql}) x LIMIT %(lim)s", {**args, "lim": int(limit)}
