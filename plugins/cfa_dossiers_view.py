@@ -366,7 +366,7 @@ def create_app(authenticated: bool = True, connector: str | None = None):
                 + (f"<ul>{anomalies}</ul>" if anomalies else "")
                 + "<h2>Renvoyer ce dossier</h2>"
                   f"<p>Déclencher le DAG <b>{DAILY_DAG_ID}</b> avec ces paramètres (remplacer la raison : elle est "
-                  f"gardée dans le registre). Dans l'interface : <a href='/dags/{DAILY_DAG_ID}'>page du DAG</a> → "
+                  f"gardée dans le registre). Dans l'interface : <a href='/dags/{DAILY_DAG_ID}' target='_top'>page du DAG</a> → "
                   f"« Trigger » → paramètres <code>resend</code> et <code>force_reason</code> (ou la configuration "
                   f"JSON ci-dessous).</p><pre id='resend-conf'>{_e(conf)}</pre>"
                   f"<p>En ligne de commande :</p><pre id='resend-cli'>{_e(cli)}</pre>")
