@@ -60,7 +60,7 @@ def test_dossiers_view_from_the_airflow_menu(stack, page, shoot):
 
     # a list: the quarantined ones (filter by a site), as the home's link opens it
     frame.click("a[href$='/listes/quarantined']")
-    frame.wait_for_selector("text=dossier(s)")
+    frame.wait_for_selector("h2:has-text('dossier(s)')")
     text = frame.inner_text("body")
     assert f"{report['buckets']['quarantined']} dossier(s)" in text
     assert "CSV" in text and "Excel" in text
@@ -68,15 +68,16 @@ def test_dossiers_view_from_the_airflow_menu(stack, page, shoot):
 
     # a dossier of that list: its page (history, quality anomalies, how to resend it)
     frame.locator("a[href*='/dossiers/']").first.click()
-    frame.wait_for_selector("text=Contrôle qualité")
-    assert "Renvoyer ce dossier" in frame.inner_text("body")
+    frame.wait_for_selector("h2:has-text('Renvoyer ce dossier')")
+    text = frame.inner_text("body")
+    assert "Contrôle qualité" in text and "QUARANTINE" in text
 
     # a dossier sent with the Atlas SIRET key: its whole history, its proofs (full page)
     numero, source = rows(stack.connector, """SELECT numero_interne, source_id FROM transmission
                                             WHERE status = 'SENT' AND operation = 'DOSSIER'
                                             ORDER BY (conn_id = 'opco_atlas_77567227200025') DESC, id LIMIT 1""")[0]
     page.goto(f"{stack.base_url}{VIEW}/dossiers/{source}/{numero}")
-    page.wait_for_selector("text=Échanges avec l'OPCO")
+    page.wait_for_selector("h2:has-text(\"Échanges avec l'OPCO\")")
     text = page.inner_text("body")
     assert numero in text and "Transmis" in text and "resend" in text and "force_reason" in text
     assert "TRANSMIS" in text and "preuves.zip" in page.content()
