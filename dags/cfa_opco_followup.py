@@ -20,6 +20,8 @@ that sent them has finished (instruction takes days or weeks):
 4. **check_keys** — asks each OPCO key for its expiry date (`/v2/cfakeyinfo`) and logs a
    warning for every key expiring within `cfa_opco_key_expiry_warning_days` days
    (Variable, default 30), so a new key is requested from the OPCO's extranet in time.
+   What each check read (expiry date, status, warning; never the key) is kept in the
+   connector's `opco_key_status` table: the "Dossiers OPCO" view's keys page shows it.
 
 Schedule: every 30 minutes, 07:00–20:30 Europe/Paris, Monday to Saturday (a
 `CronTriggerTimetable`: the OPCOs instruct during office hours; nothing depends on a data

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 
 from psycopg2.extras import execute_values
 
+from cfa_opco import key_status
 from cfa_opco.db.connect import airflow_connection, cached_connections, connect, dsn_for
 from cfa_opco.pipeline.config import variable
 from cfa_opco.proofs import ProofRecorder
@@ -498,7 +499,7 @@ def key_warnings(connector: str, days: int = 30, conn_ids: list[str] | None = No
                  hook_factory: Callable[[str], Any] | None = None, software: dict | None = None) -> dict[str, str]:
     """{conn_id: warning} for every OPCO key that is invalid or expires within ``days``
     (connections: ``conn_ids``, else the Variable cfa_opco_key_connections, else
-    :func:`known_connections`)."""
+    :func:`known_connections`). What each check read is kept in ``opco_key_status``."""
     if conn_ids is None:
         try:
             conn_ids = variable("cfa_opco_key_connections", None, deserialize_json=True)
@@ -517,10 +518,20 @@ def key_warnings(connector: str, days: int = 30, conn_ids: list[str] | None = No
         for cid in conn_ids:
             try:
                 hook = hook_factory(cid)
-                w = hook.key_expiry_warning(days)
+                if hasattr(hook, "key_status"):
+                    st = hook.key_status(days)
+                else:       # a hook that only says the warning
+                    w = hook.key_expiry_warning(days)
+                    st = {"status": "EXPIRING" if w else "VALID", "expires_on": None, "warning": w}
                 hook.close()
             except Exception as exc:     # the OPCO is down, the connection is missing...
-                w = f"clé de la connexion {cid} non vérifiée : {str(exc)[:300]}"
+                st = {"status": "NOT_CHECKED", "expires_on": None,
+                      "warning": f"clé de la connexion {cid} non vérifiée : {str(exc)[:300]}"}
+            w = st["warning"]
+            try:    # what the keys page of the "Dossiers OPCO" view shows
+                key_status.record(connector, cid, st["status"], st["expires_on"], w)
+            except Exception as exc:
+                log.warning("key status of %s not recorded: %s", cid, exc)
             if w:
                 log.warning("%s", w)
                 out[cid] = w

@@ -1,9 +1,12 @@
 """Which OPCO, and which key, a dossier goes to — or why a human must decide.
 
 The OPCO comes from the employer's IDCC (reference/idcc_opco.csv); the key from the CFA's
-SIREN (first 9 digits of the CFA's SIRET): connection ``opco_<code>_<siren>``. Nothing is
-guessed: an IDCC that maps to no OPCO, an OPCO that takes no contract by API, or a SIREN
-without a key for that OPCO is a per-dossier decision for a person, with the reason.
+establishment: an OPCO may issue a key per establishment (SIRET, connection
+``opco_<code>_<siret>``) or per company (SIREN, ``opco_<code>_<siren>``). The SIRET's key is
+taken when it exists, else the SIREN's, and the Route says which (``key_scope``). Nothing is
+guessed: an IDCC that maps to no OPCO, an OPCO that takes no contract by API, or an
+establishment without a key for that OPCO is a per-dossier decision for a person, with the
+reason.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from cfa_opco import settings
 from cfa_opco.providers.opco.capabilities import Capabilities
 from cfa_opco.providers.opco.norm import conn_id_for
 
+SCOPE_SIRET = "SIRET"   # the establishment's own key
+SCOPE_SIREN = "SIREN"   # the company's key, shared by its establishments
 ROUTED = "ROUTED"
 NEEDS_HUMAN = "NEEDS_HUMAN"
 NOT_SERVED = "NOT_SERVED"
@@ -30,6 +35,7 @@ class Route:
     cfa_siren: str | None = None
     conn_id: str | None = None
     reason: str | None = None
+    key_scope: str | None = None    # SIRET or SIREN: which key conn_id is (routed dossiers only)
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,12 +76,19 @@ class Router:
             return Route(NOT_SERVED, opco, siren, reason=(
                 f"L'OPCO {opco.upper()} ne reçoit pas les contrats par l'API CFA-OPCO : "
                 "dépôt sur son portail"))
+        siret = (cfa_siret or "").strip()
+        if len(siret) == 14 and siret.isdigit():
+            by_siret = conn_id_for(opco, siret)
+            if self._exists(by_siret):
+                return Route(ROUTED, opco, siren, by_siret, key_scope=SCOPE_SIRET)
         conn_id = conn_id_for(opco, siren)
         if not self._exists(conn_id):
+            tried = (f"connexions {conn_id_for(opco, siret)} et {conn_id} absentes" if len(siret) == 14
+                     else f"connexion {conn_id} absente")
             return Route(NEEDS_HUMAN, opco, siren, reason=(
-                f"Aucune clé API {opco.upper()} pour le SIREN {siren} (connexion {conn_id} absente) : "
-                "demander la clé sur l'extranet de l'OPCO et créer la connexion"))
-        return Route(ROUTED, opco, siren, conn_id)
+                f"Aucune clé API {opco.upper()} pour le SIRET {siret or '?'} ni pour le SIREN {siren} "
+                f"({tried}) : demander la clé sur l'extranet de l'OPCO et créer la connexion"))
+        return Route(ROUTED, opco, siren, conn_id, key_scope=SCOPE_SIREN)
 
     def route_many(self, rows: Iterable[tuple[str | None, str | None]]) -> list[Route]:
         return [self.route(idcc, siret) for idcc, siret in rows]

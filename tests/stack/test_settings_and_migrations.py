@@ -23,14 +23,16 @@ def airflow_cfg():
 def test_opco_connections_follow_the_naming_and_match_sandbox_keys(airflow_cfg):
     with open(settings.REFERENCE_DIR / "idcc_opco.csv", encoding="utf-8") as f:
         opcos = {r["opco_code"].lower() for r in csv.DictReader(f)}
-    sandbox_keys = {(k["opco"], k["siren"]): k["key"]
+    # a key per company (SIREN) or per establishment (SIRET): opco_<code>_<siren or siret>
+    sandbox_keys = {(k["opco"], k.get("siret") or k["siren"]): k["key"]
                     for k in yaml.safe_load((PROJECT / "config" / "sandbox.yaml").read_text())["keys"]}
     http = [c for c in airflow_cfg.connections if c["conn_type"] == "opco"]
     assert http
+    assert any(len(c["conn_id"].rsplit("_", 1)[1]) == 14 for c in http)    # the demo shows both scopes
     for c in http:
         _, rest = c["conn_id"].split("_", 1)
         code, siren = rest.rsplit("_", 1)
-        assert code in opcos and len(siren) == 9, c["conn_id"]
+        assert code in opcos and len(siren) in (9, 14), c["conn_id"]
         assert c["conn_host"].endswith(f"/{code}/ApiEchangeCFA")
         assert sandbox_keys[(code, siren)] == c["conn_password"], c["conn_id"]
     assert {c["conn_id"].split("_", 1)[1].rsplit("_", 1)[0] for c in http} == opcos

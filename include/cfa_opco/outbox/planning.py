@@ -1,6 +1,7 @@
 """Planning a run: route its transmissible dossiers once (OPCO from the IDCC, key from the
-CFA's SIREN) into ``transmission_plan``, and list the (OPCO, key) batches its mapped tasks
-expand over. A dossier that needs a person, or that no API takes, is recorded in the ledger
+CFA's SIRET when the OPCO issued one for that establishment, else its SIREN) into
+``transmission_plan`` with the key's scope, and list the batches its mapped tasks expand
+over: one per connection (key), so a SIRET key and its company's SIREN key are two batches. A dossier that needs a person, or that no API takes, is recorded in the ledger
 with the reason, so reports and proofs show it."""
 from __future__ import annotations
 
@@ -66,11 +67,12 @@ def plan(run_id: str, connector: str, *, router=None, only_opco: str | None = No
                         decision, reason = "FILTERED", f"run restricted to site {only_site}"
                     f = force.get(numero)
                     records.append((run_id, source_id, numero, nature, decision, route.opco_code,
-                                    route.cfa_siren, route.conn_id, reason, f is not None,
+                                    route.cfa_siren, route.conn_id, getattr(route, "key_scope", None), reason,
+                                    f is not None,
                                     f"{f['reason']} (par {f.get('by') or 'opérateur'})" if f else None))
                 psycopg2.extras.execute_values(cur, """
                     INSERT INTO transmission_plan (run_id, source_id, numero_interne, nature, decision,
-                        opco_code, cfa_siren, conn_id, reason, forced, force_reason) VALUES %s""",
+                        opco_code, cfa_siren, conn_id, key_scope, reason, forced, force_reason) VALUES %s""",
                     records, page_size=1000)
                 # a dossier that needs a person, or that no API takes, is recorded in the ledger
                 # with the reason (once per content), so the reports and the proof show it
@@ -81,33 +83,36 @@ def plan(run_id: str, connector: str, *, router=None, only_opco: str | None = No
                            s.content_hash, 'BLOCKED', p.reason
                     FROM transmission_plan p JOIN staged_dossier s USING (run_id, source_id, numero_interne)
                     WHERE p.run_id = %s AND p.decision IN (%s, %s)""", (run_id, NEEDS_HUMAN, NOT_SERVED))
-            cur.execute("""SELECT decision, opco_code, cfa_siren, conn_id, count(*) FROM transmission_plan
-                           WHERE run_id = %s GROUP BY 1, 2, 3, 4 ORDER BY 2, 3""", (run_id,))
+            cur.execute("""SELECT decision, opco_code, cfa_siren, conn_id, key_scope, count(*) FROM transmission_plan
+                           WHERE run_id = %s GROUP BY 1, 2, 3, 4, 5 ORDER BY 2, 3, 4""", (run_id,))
             groups = cur.fetchall()
         conn.commit()
     finally:
         conn.close()
     batches: dict[str, list[dict]] = {}
     counts: dict[str, int] = {}
-    for decision, opco, siren, conn_id, n in groups:
+    for decision, opco, siren, conn_id, scope, n in groups:
         counts[decision] = counts.get(decision, 0) + n
         if decision == ROUTED:
-            batches.setdefault(opco, []).append({"conn_id": conn_id, "opco": opco, "siren": siren, "count": n})
+            batches.setdefault(opco, []).append({"conn_id": conn_id, "opco": opco, "siren": siren,
+                                                 "key_scope": scope, "count": n})
     return {"batches": batches, "routed": counts.get(ROUTED, 0),
             "needs_human": counts.get(NEEDS_HUMAN, 0), "not_served": counts.get(NOT_SERVED, 0),
             "filtered": counts.get("FILTERED", 0), "replanned": already > 0}
 
 
 def planned_batches(run_id: str, connector: str, opco_code: str) -> list[dict]:
-    """The (OPCO, SIREN) batches of one OPCO in a planned run (what its mapped task expands
-    over), largest first: the longest tasks start first, the run ends sooner."""
+    """The batches of one OPCO in a planned run, one per connection (key: a SIRET's or a
+    SIREN's), what its mapped task expands over, largest first: the longest tasks start
+    first, the run ends sooner."""
     conn = connect(connector, application_name="cfa_opco.plan")
     try:
         with conn.cursor() as cur:
-            cur.execute("""SELECT conn_id, cfa_siren, count(*) FROM transmission_plan
+            cur.execute("""SELECT conn_id, min(cfa_siren), min(key_scope), count(*) FROM transmission_plan
                            WHERE run_id = %s AND opco_code = %s AND decision = 'ROUTED'
-                           GROUP BY 1, 2 ORDER BY 3 DESC, 1""", (run_id, opco_code))
-            return [{"conn_id": c, "opco": opco_code, "siren": s, "count": n} for c, s, n in cur.fetchall()]
+                           GROUP BY 1 ORDER BY 4 DESC, 1""", (run_id, opco_code))
+            return [{"conn_id": c, "opco": opco_code, "siren": s, "key_scope": k, "count": n}
+                    for c, s, k, n in cur.fetchall()]
     finally:
         conn.close()
 

@@ -16,11 +16,13 @@ import sys
 import threading
 import time
 
+from cfa_opco import key_status
 from cfa_opco.db.connect import airflow_connection, cached_connections, connect, dsn_for
 from cfa_opco.proofs import ProofRecorder
 from cfa_opco.providers.opco.exceptions import OpcoAuthError, OpcoRouteNotServed
 from cfa_opco.providers.opco.hooks.opco import OpcoHook
 from cfa_opco.providers.opco.outcomes import SendKind
+from cfa_opco.providers.opco.norm import KEY_SCOPE_ERRORS
 
 from . import ledger, policy
 from .delay_queue import SEND, SETTLE, DelayQueue
@@ -167,7 +169,7 @@ class BatchRunner:
             return
         except OpcoAuthError as exc:
             job.status, job.message = Status.BLOCKED, str(exc)
-            if getattr(exc, "code", None) != "SIREN_DIFFERENT":   # the key itself is refused
+            if getattr(exc, "code", None) not in KEY_SCOPE_ERRORS:   # the key itself is refused
                 self.result.auth_error = str(exc)
                 self._stop.set()
                 q.expire()
@@ -303,7 +305,9 @@ class BatchRunner:
 
     def _check_key(self) -> None:
         try:
-            self.result.key_warning = self.hook.key_expiry_warning(self.key_warning_days)
+            st = self.hook.key_status(self.key_warning_days)
+            self.result.key_warning = st["warning"]
+            key_status.record(self.connector, self.conn_id, st["status"], st["expires_on"], st["warning"])
         except Exception as exc:  # a key check failing must not stop the sending
             log.warning("key check of %s failed: %s", self.conn_id, exc)
         if self.result.key_warning:

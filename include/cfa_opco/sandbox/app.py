@@ -132,10 +132,17 @@ class Sandbox:
                            headers=hdr)
 
     def check_siren(self, ki, siret: str | None, champ: str) -> None:
+        """The dossier's establishment must be the key's: its company for a SIREN key, the
+        establishment itself for a SIRET key."""
         if siret and siret[:9] != ki.siren:
             raise ApiError(403, "SIREN_DIFFERENT", champ,
                            f"la clé API est celle du SIREN {ki.siren} ; le dossier relève du SIREN "
                            f"{siret[:9]} ({champ})")
+        if siret and ki.siret and siret != ki.siret:
+            raise ApiError(403, "SIRET_DIFFERENT", champ,
+                           f"la clé API est celle de l'établissement SIRET {ki.siret} ; le dossier relève "
+                           f"d'un autre établissement du même SIREN, SIRET {siret} ({champ}) : "
+                           "utiliser la clé de cet établissement, ou celle du SIREN")
 
 
 async def read_json(request: Request, limit: int) -> Any:

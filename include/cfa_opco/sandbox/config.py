@@ -105,14 +105,20 @@ def load_idcc(path: str | Path | None = None) -> dict[str, str]:
 
 @dataclass
 class KeyInfo:
+    """A key issued to a company (SIREN) or to one of its establishments (``siret`` set:
+    it sends that establishment's dossiers only)."""
     key: str
     opco: str
     siren: str
     expires: dt.date
+    siret: str | None = None
 
     def as_dict(self) -> dict:
-        return {"key": self.key, "opco": self.opco, "siren": self.siren,
-                "dateFinValidite": self.expires.isoformat()}
+        out = {"key": self.key, "opco": self.opco, "siren": self.siren,
+               "dateFinValidite": self.expires.isoformat()}
+        if self.siret:
+            out["siret"] = self.siret
+        return out
 
 
 def _parse_date(value: Any) -> dt.date:
@@ -125,7 +131,9 @@ def _parse_date(value: Any) -> dt.date:
 
 def build_keys(entries: list[dict], today: dt.date) -> dict[str, KeyInfo]:
     """``expires`` (absolute date) or ``expires_in_days`` (relative to the sandbox's start
-    date, so a demo "almost expired" key stays near expiry whatever the day)."""
+    date, so a demo "almost expired" key stays near expiry whatever the day). A key with a
+    ``siret`` is an establishment's key (its ``siren``, when absent, is the SIRET's first 9
+    digits)."""
     out: dict[str, KeyInfo] = {}
     for e in entries or []:
         if e.get("expires_in_days") is not None:
@@ -134,7 +142,11 @@ def build_keys(entries: list[dict], today: dt.date) -> dict[str, KeyInfo]:
             exp = _parse_date(e["expires"])
         else:
             exp = dt.date(9999, 12, 31)
-        out[str(e["key"])] = KeyInfo(str(e["key"]), str(e["opco"]).lower(), str(e["siren"]), exp)
+        siret = str(e["siret"]) if e.get("siret") else None
+        siren = str(e.get("siren") or (siret or "")[:9])
+        if siret and siret[:9] != siren:
+            raise ValueError(f"key {e['key']}: SIRET {siret} does not belong to SIREN {siren}")
+        out[str(e["key"])] = KeyInfo(str(e["key"]), str(e["opco"]).lower(), siren, exp, siret)
     return out
 
 

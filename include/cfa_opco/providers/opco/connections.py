@@ -136,7 +136,9 @@ def parse_connection(conn, conn_id: str, *, software: dict | None = None, rate: 
     code = (extra.get("opco") or code_from_id or "").lower()
     if not code:
         raise OpcoError(f"connexion {conn_id} : OPCO inconnu (nom attendu opco_<code>_<siren> ou extra 'opco')")
-    siren = str(extra.get("siren") or siren_from_id or "") or None
+    # a key per establishment (opco_<code>_<siret>) belongs to the SIRET's company: its SIREN
+    # is the SIRET's first 9 digits (what /v2/cfakeyinfo and the proofs name)
+    siren = str(extra.get("siren") or siren_from_id or "")[:9] or None
     if not conn.password:
         raise OpcoAuthError(code, siren, None, "aucune clé API dans la connexion", conn_id=conn_id)
     r = rate if rate is not None else extra.get("rate_limit_per_second")

@@ -45,6 +45,9 @@ class OpcoAuthError(OpcoError):
         if self.code == "SIREN_DIFFERENT":
             return (f"{who} ne couvre pas ce dossier ({self.server_message}) : le dossier doit partir "
                     f"avec la clé du SIREN de son organisme de formation")
+        if self.code == "SIRET_DIFFERENT":
+            return (f"{who} est celle d'un autre établissement ({self.server_message}) : le dossier doit "
+                    f"partir avec la clé du SIRET de son organisme de formation, ou celle de son SIREN")
         if self.status == 401:
             return (f"{who} est refusée (HTTP 401 : {self.server_message or 'clé inconnue'}) : vérifiez la clé "
                     f"ou demandez-en une nouvelle sur l'extranet de l'OPCO, puis {fix_conn}")

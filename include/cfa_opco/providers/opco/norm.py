@@ -48,6 +48,18 @@ def conn_id_for(opco_code: str, siren_or_siret: str) -> str:
     return f"{CONN_ID_PREFIX}{opco_code.lower()}_{siren_or_siret}"
 
 
+# the OPCO's answer when a dossier is sent with a key that does not cover it: another
+# company's (SIREN) key, or another establishment's (SIRET) key of the same company. The
+# dossier is not transmissible with that key; the key itself is fine (its batch goes on).
+KEY_SCOPE_ERRORS = frozenset({"SIREN_DIFFERENT", "SIRET_DIFFERENT"})
+
+
+def key_scope_of(conn_id: str) -> str | None:
+    """"SIRET" for an establishment's key (14 digits), "SIREN" for a company's, else None."""
+    _, ident = parse_conn_id(conn_id)
+    return None if ident is None else ("SIRET" if len(ident) == 14 else "SIREN")
+
+
 def parse_conn_id(conn_id: str) -> tuple[str | None, str | None]:
     """``opco_opco_2i_775672272`` → ("opco_2i", "775672272"); (None, None) if not that shape.
     The second part is a SIREN (9 digits) or a SIRET (14 digits)."""

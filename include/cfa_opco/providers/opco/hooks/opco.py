@@ -47,7 +47,7 @@ from urllib3 import encode_multipart_formdata
 from ..capabilities import Capabilities
 from ..connections import ConnInfo, airflow_connection, parse_connection
 from ..exceptions import OpcoAuthError, OpcoError, OpcoRouteNotServed, OpcoUnavailable
-from ..norm import CONN_TYPE, FIRST_PAGE, LISTE_MAX, ROUTES, opco_label, parse_conn_id
+from ..norm import CONN_TYPE, FIRST_PAGE, KEY_SCOPE_ERRORS, LISTE_MAX, ROUTES, opco_label, parse_conn_id
 from ..proofs import ExchangeRecord, canonical_json, sha256_hex, utcnow
 from .. import reading
 from ..outcomes import SendKind, SendOutcome, classify_answer, classify_no_answer, suggested_delay
@@ -505,7 +505,7 @@ class OpcoHook(BaseHook):
         m = RE_DATE.search(message)
         if m and ("expir" in message.lower() or code == "CLE_EXPIREE"):
             expires = m.group(1)
-        elif status == 403 and code != "SIREN_DIFFERENT" and not getattr(self._in_keyinfo, "on", False):
+        elif status == 403 and code not in KEY_SCOPE_ERRORS and not getattr(self._in_keyinfo, "on", False):
             try:
                 ki = self.key_info()
                 comment = str(ki.get("comment") or "")
@@ -895,15 +895,25 @@ class OpcoHook(BaseHook):
 
     def key_expiry_warning(self, days: int = 30, today: dt.date | None = None) -> str | None:
         """A warning text when the key is invalid or expires within ``days``, else None."""
+        return self.key_status(days, today)["warning"]
+
+    def key_status(self, days: int = 30, today: dt.date | None = None) -> dict:
+        """What the OPCO says of this connection's key: {"status": VALID, EXPIRING, EXPIRED,
+        INVALID or NOT_SERVED, "expires_on": date | None, "warning": French text | None}.
+        Never the key itself."""
         info = self._conn_info()
-        who = f"La clé API de l'{opco_label(info['code'])} pour le SIREN {info['siren']}"
+        ident = parse_conn_id(self.opco_conn_id)[1] or ""
+        held_by = f"l'établissement SIRET {ident}" if len(ident) == 14 else f"le SIREN {info['siren']}"
+        who = f"La clé API de l'{opco_label(info['code'])} pour {held_by}"
         fix = f"demandez une nouvelle clé sur l'extranet de l'OPCO et mettez à jour la connexion {self.opco_conn_id}"
         try:
             ki = self.key_info()
         except OpcoRouteNotServed:
-            return None
+            return {"status": "NOT_SERVED", "expires_on": None, "warning": None}
         except OpcoAuthError as exc:
-            return str(exc)
+            exp = getattr(exc, "expires_on", None)
+            return {"status": "EXPIRED" if exp is not None and getattr(exc, "expired", False) else "INVALID",
+                    "expires_on": exp, "warning": str(exc)}
         fin = ki.get("dateFinValidite")
         try:
             end = dt.date.fromisoformat(str(fin)[:10]) if fin else None
@@ -912,14 +922,16 @@ class OpcoHook(BaseHook):
         today = today or dt.date.today()
         if ki.get("status") != "success":
             if end is not None and end < today:
-                return f"{who} a expiré le {end.isoformat()} : {fix}"
-            return f"{who} est signalée invalide par l'OPCO ({self._scrub(str(ki.get('comment') or ''))}) : {fix}"
+                return {"status": "EXPIRED", "expires_on": end, "warning": f"{who} a expiré le {end.isoformat()} : {fix}"}
+            return {"status": "INVALID", "expires_on": end, "warning":
+                    f"{who} est signalée invalide par l'OPCO ({self._scrub(str(ki.get('comment') or ''))}) : {fix}"}
         if end is None:
-            return None
+            return {"status": "VALID", "expires_on": None, "warning": None}
         left = (end - today).days
         if left <= days:
-            return f"{who} expire le {end.isoformat()} (dans {left} jour{'s' if left > 1 else ''}) : {fix}"
-        return None
+            return {"status": "EXPIRING", "expires_on": end, "warning":
+                    f"{who} expire le {end.isoformat()} (dans {left} jour{'s' if left > 1 else ''}) : {fix}"}
+        return {"status": "VALID", "expires_on": end, "warning": None}
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow UI 'Test' button: /v1/status, then the key check when served."""
