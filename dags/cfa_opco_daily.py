@@ -17,6 +17,10 @@ Every morning, for every ERP source of the CFA network:
    ENGAGE, REFUSE or ANNULE, or the run's deadline (the follow-up DAG carries on after).
 6. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
    refused, and where the reports are.
+7. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
+   dossiers in doubt, an OPCO's refusal or error rate over its threshold, one digest per
+   site with its new blocking anomalies. A failed transmit task alerts at once (its
+   `on_failure_callback`).
 
 **Params** — `dry_run` (build and validate payloads, send nothing); `only_opco`, `only_site`
 (restrict the transmission); `resend` (numeroInterne to send again) and `force_quality`
@@ -33,6 +37,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, TaskGroup, dag, task
 
+from cfa_opco.alerts.callbacks import TransmitFailureAlert
 from cfa_opco.opcos import opco_codes
 from cfa_opco.providers.opco.operators.transmit import OpcoTransmitOperator
 from cfa_opco.providers.opco.sensors.opco_states import OpcoDecisionSensor
@@ -112,7 +117,8 @@ def cfa_opco_daily():
             share = batches.override(task_id="batches")(code)
             planned >> share
             transmits.append(OpcoTransmitOperator.partial(task_id="transmit", pool=f"opco_{code}",
-                                                          transmit="cfa_opco.opco_tasks.transmit")
+                                                          transmit="cfa_opco.opco_tasks.transmit",
+                                                          on_failure_callback=TransmitFailureAlert())
                              .expand(batch=share))
     wait = OpcoDecisionSensor(
         task_id="wait_for_decisions",
@@ -128,6 +134,15 @@ def cfa_opco_daily():
     )
     summary = run_summary(extraction, quality, planned)
     transmits >> wait >> summary
+
+    # alerts at the run's end (cfa_opco.alerts): off unless the Variable cfa_opco_alerts is set
+    @task(trigger_rule="all_done")
+    def send_alerts(**context) -> dict:
+        from cfa_opco.alerts.callbacks import send_run_alerts
+
+        return send_run_alerts(context)
+
+    summary >> send_alerts()
 
 
 cfa_opco_daily()
