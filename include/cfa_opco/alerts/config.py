@@ -121,7 +121,7 @@ def parse(raw: Any) -> AlertsConfig:
         raise AlertsConfigError(f"{VARIABLE}.site_leads : un objet {{code site: adresse(s)}} est attendu")
     kinds = raw.get("kinds")
     if kinds is None:
-        kinds = KINDS
+        kinds = list(KINDS)
     if not isinstance(kinds, list) or set(kinds) - set(KINDS):
         raise AlertsConfigError(f"{VARIABLE}.kinds : une liste parmi {', '.join(KINDS)} est attendue")
     for name in ("email_conn_id", "webhook_conn_id", "from_email"):
