@@ -11,13 +11,17 @@ DEMO_SEED ?= 42
 BENCH_DOSSIERS ?= 100000
 export CFA_PROJECT_DIR := $(CURDIR)
 
-.PHONY: help venv venv-dev demo test test-system-pg bench up down pg-start pg-stop seed airflow-init sandbox clean
+.PHONY: help venv venv-dev demo test test-system-pg bench up down replay pg-start pg-stop seed airflow-init sandbox clean \
+	browser screenshots
 
 help:
 	@echo "make demo      the main job end to end on the embedded PostgreSQL and the OPCO sandbox"
 	@echo "make test      the whole test suite"
 	@echo "make bench     every benchmark, one 'metric: value' line per figure"
 	@echo "make up/down   start/stop a long-running stack (PostgreSQL, sandbox, Airflow standalone)"
+	@echo "make replay    with the stack up: reseed the ERPs, reset the sandbox and the connector, trigger a daily run"
+	@echo "make browser   install the system Chromium the browser tests drive (apt, as root)"
+	@echo "make screenshots  refresh docs/screenshots/ from the browser tests"
 	@echo "make sandbox   serve the OPCO sandbox in the foreground (SANDBOX_PORT=$(SANDBOX_PORT))"
 	@echo "make seed      reseed the demo ERPs (DEMO_SEED, DEMO_DOSSIERS)"
 	@echo "make clean     stop everything and remove var/ (databases, reports, logs)"
@@ -38,8 +42,22 @@ venv-dev: $(VENV)/.installed-dev
 demo: venv
 	$(PY) -m cfa_opco.demo --seed $(DEMO_SEED) --dossiers $(DEMO_DOSSIERS) --sandbox-port $(SANDBOX_PORT)
 
-test: venv-dev
+test: venv-dev browser
 	$(PY) -m pytest
+
+# The browser tests (tests/ui) drive the system Chromium through Playwright's Python package
+# (no browser download): apt packages chromium and chromium-driver.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "no $(CHROMIUM): install it with 'sudo apt-get install chromium chromium-driver' (the browser tests are skipped without it)"; \
+	fi
+
+screenshots: venv-dev browser
+	CFA_UI_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/ui -q
 
 bench: venv-dev
 	$(PY) -m bench --dossiers $(BENCH_DOSSIERS)
@@ -64,6 +82,11 @@ up: venv
 
 down: venv
 	$(PY) -m cfa_opco.stack.up stop
+
+# Replay the demo under the scheduler of `make up`: same ERPs (DEMO_SEED, DEMO_DOSSIERS),
+# a fresh sandbox state and connector database, then one cfa_opco_daily run to watch in the UI.
+replay: venv
+	$(PY) -m cfa_opco.stack.up replay --seed $(DEMO_SEED) --dossiers $(DEMO_DOSSIERS) --sandbox-port $(SANDBOX_PORT)
 
 clean:
 	-test -x $(PY) && $(PY) -m cfa_opco.stack.up stop

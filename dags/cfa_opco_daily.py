@@ -17,7 +17,10 @@ Every morning, for every ERP source of the CFA network:
    ENGAGE, REFUSE or ANNULE, or the run's deadline (the follow-up DAG carries on after).
 6. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
    refused, and where the reports are.
-7. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
+7. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
+   `skip`; `ignore`) when the run left dossiers unsent, blocked or in doubt, with the counts
+   and the report's link: such a run does not end plain green.
+8. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
    dossiers in doubt, an OPCO's refusal or error rate over its threshold, one digest per
    site with its new blocking anomalies. A failed transmit task alerts at once (its
    `on_failure_callback`).
@@ -132,8 +135,16 @@ def cfa_opco_daily():
         poke_interval=10,
         timeout=6 * 3600,
     )
+
+    @task(retries=0)
+    def attention_needed(summary: dict, **context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.attention(context, summary)
+
     summary = run_summary(extraction, quality, planned)
     transmits >> wait >> summary
+    attention_needed(summary)
 
     # alerts at the run's end (cfa_opco.alerts): off unless the Variable cfa_opco_alerts is set
     @task(trigger_rule="all_done")

@@ -1,34 +1,40 @@
-"""Airflow 3 UI plugin: the quality gate's reports, inside the Airflow UI.
+"""Airflow 3 UI plugin: the runs' reports, inside the Airflow UI.
 
 - a FastAPI sub-application mounted at ``/cfa-quality`` (``fastapi_apps``) that serves the
-  reports folder (settings.REPORTS_DIR, env CFA_REPORTS_DIR): ``/cfa-quality/`` lists the
-  runs, ``/cfa-quality/runs/<run id>`` opens a run's report, ``/cfa-quality/reports/...``
-  serves the files (HTML pages, Excel, CSV, Great Expectations Data Docs);
+  reports root (``report_location.reports_root()``: the Variable ``cfa_opco_reports_dir``
+  when set, read from the metadata database in the API server, else settings.REPORTS_DIR):
+  ``/cfa-quality/`` lists the runs newest first with their counts,
+  ``/cfa-quality/runs/<run id>`` opens a run's report (a French 404 page, with a link back
+  to the list, when the run has none yet), ``/cfa-quality/reports/...`` serves the files
+  (HTML pages, Excel, CSV, the run summary, Great Expectations Data Docs);
 - two ``external_views``: a "Qualité des dossiers" entry in the navigation menu, and a
   "Rapport qualité" tab on every DAG run (``{RUN_ID}`` is filled in by the UI).
 
 Every route requires an authenticated Airflow user (the UI's JWT cookie or a bearer
 token): the reports carry (masked) personal data. Nothing heavy is imported at load time.
+The run → folder mapping is report_location's, never recomputed here.
 """
 import html
-import re
-from pathlib import Path
+from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-URL_PREFIX = "/cfa-quality"
+from cfa_opco import report_location, report_runs
+
+URL_PREFIX = report_location.QUALITY_UI_PREFIX
+
+_STYLE = ("body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}"
+          "table{border-collapse:collapse;font-size:14px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}"
+          "th{background:#f4f4f4}td.num{text-align:right}tr.attention td{background:#fff4e5}"
+          ".muted{color:#777}a{color:#1f5fa8}")
 
 
-def _reports_root() -> Path:
-    from cfa_opco import settings
-
-    return Path(settings.REPORTS_DIR)
-
-
-def _safe_name(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.") or "run"
+def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(f"<!doctype html><html lang='fr'><head><meta charset='utf-8'><title>{html.escape(title)}"
+                        f"</title><style>{_STYLE}</style></head><body>{body}</body></html>",
+                        status_code=status_code)
 
 
 def create_app(authenticated: bool = True):
@@ -40,38 +46,50 @@ def create_app(authenticated: bool = True):
 
     app = FastAPI(title="CFA OPCO — rapports qualité", dependencies=deps)
 
+    def base(request: Request) -> str:
+        return request.scope.get("root_path", "")
+
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request):
-        root = _reports_root()
-        runs = []
-        if root.exists():
-            runs = sorted((p for p in root.iterdir() if (p / "index.html").exists()),
-                          key=lambda p: (p / "index.html").stat().st_mtime, reverse=True)
-        base = request.scope.get("root_path", "")
-        items = "".join(f"<li><a href='{base}/reports/{html.escape(p.name)}/index.html'>{html.escape(p.name)}</a></li>"
-                        for p in runs[:200]) or "<li>Aucun rapport pour l'instant.</li>"
-        return ("<!doctype html><html lang='fr'><head><meta charset='utf-8'><title>Qualité des dossiers</title>"
-                "<style>body{font-family:system-ui,sans-serif;margin:24px}</style></head><body>"
-                f"<h1>Rapports qualité des dossiers d'apprentissage</h1><ul>{items}</ul></body></html>")
+        root = report_location.reports_root()
+        entries = report_runs.list_runs(root)[:500]
+        table = report_runs.runs_table(
+            entries, lambda e: f"{base(request)}/runs/{quote(e.run_id, safe='')}" if e.has_report else None)
+        return _page("Qualité des dossiers",
+                     "<h1>Rapports qualité des dossiers d'apprentissage</h1>"
+                     "<p class='muted'>Un passage par ligne, le plus récent en premier : dossiers extraits, "
+                     "passés au contrôle qualité, en quarantaine, transmis aux OPCO, bloqués (décision humaine "
+                     "nécessaire ou non transmissibles) et en doute.</p>" + table)
 
     @app.get("/runs/{run_id:path}")
     def run_report(run_id: str, request: Request):
-        name = _safe_name(run_id)
-        if not (_reports_root() / name / "index.html").exists():
-            raise HTTPException(404, f"pas de rapport qualité pour le passage {run_id}")
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/reports/{name}/index.html")
+        folder = report_location.run_folder(run_id)
+        if not (folder / report_location.INDEX).is_file():
+            entry = report_runs.run_entry(folder) if folder.is_dir() else None
+            more = ""
+            if entry is not None and entry.complete:
+                more = (f"<p>Le résumé du run existe : <a href='{base(request)}/reports/{html.escape(folder.name)}/"
+                        f"{report_runs.RUN_REPORT_FILE}'>rapport du run (Markdown)</a>.</p>")
+            return _page("Pas de rapport qualité",
+                         f"<h1>Pas de rapport qualité pour le passage {html.escape(run_id)}</h1>"
+                         "<p>Ce passage n'a pas (encore) de rapport : il est en cours, ou il s'est arrêté avant le "
+                         "contrôle qualité (voir les journaux de la tâche <code>quality_gate</code>), ou son "
+                         "rapport a été supprimé par la rétention (Variable <code>cfa_opco_reports_keep_runs</code>)."
+                         f"</p>{more}<p><a href='{base(request)}/'>← tous les passages</a></p>", status_code=404)
+        return RedirectResponse(f"{base(request)}/reports/{folder.name}/{report_location.INDEX}")
 
     @app.get("/reports/{path:path}")
     def report_file(path: str):
-        root = _reports_root().resolve()
+        root = report_location.reports_root().resolve()
         target = (root / path).resolve()
         if root not in target.parents and target != root:
             raise HTTPException(404)
         if target.is_dir():
-            target = target / "index.html"
+            target = target / report_location.INDEX
         if not target.is_file():
             raise HTTPException(404)
-        return FileResponse(target)
+        media = "text/plain; charset=utf-8" if target.suffix == ".md" else None   # shown, not downloaded
+        return FileResponse(target, media_type=media)
 
     return app
 

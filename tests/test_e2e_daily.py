@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cfa_opco import settings
+from cfa_opco import report_location, report_runs
 from cfa_opco.sandbox.testing import run_sandbox
 from tests import transmission_env
 from tests.conftest import make_database
-from tests.helpers import rows, sources_file_for
-
-PROJECT = settings.PROJECT_DIR
+from tests.daily_run import daily_env, run_daily, state_name, task_states
+from tests.helpers import rows
 
 
 def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
@@ -21,26 +20,29 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
 
     connector = make_database("test_e2e_connector")
     migrate(connector)
-    sources_file = sources_file_for(seeded_erp, tmp_path)
     reports = tmp_path / "reports"
     with run_sandbox(overrides={"delays": {"instruction": 1, "decision": 2, "reglement": 2}},
                      rate_limit=0) as sbx:
-        env = transmission_env.opco_connection_env(sbx.port, extra_overrides={"rate_limit_per_second": 0}, dsns={
-            "cfa_erp_main": seeded_erp["erp_main"], "cfa_erp_est": seeded_erp["erp_est"],
-            "cfa_connector": connector})
-        transmission_env.apply(monkeypatch, env)
-        monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_SOURCES_FILE", str(sources_file))
-        monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_REPORTS_DIR", str(reports))
+        transmission_env.apply(monkeypatch, daily_env(sbx.port, seeded_erp, connector, tmp_path, reports))
 
-        from airflow.dag_processing.dagbag import DagBag
-
-        dag = DagBag(str(PROJECT / "dags")).dags["cfa_opco_daily"]
-        dr = dag.test(run_conf={"decision_deadline_minutes": 3})
-        assert str(dr.state) in ("success", "DagRunState.SUCCESS"), dr.state
+        dr = run_daily({"decision_deadline_minutes": 3})
         run_id = dr.run_id
+        # the run left dossiers blocked (no key, needs a human decision): it must not end green;
+        # every task but the last one succeeded, and the last one says why, with the counts
+        states = task_states(dr)
+        assert state_name(dr.state) == "failed", (dr.state, states)
+        assert states.pop("attention_needed") == "failed", states
+        assert set(states.values()) == {"success"}, states
+        folder = report_location.run_folder(run_id, reports)
+        attention = json.loads((folder / "attention.json").read_text())
+        assert attention["outcome"] == "fail" and attention["run_id"] == run_id
+        assert "non transmis" in attention["message"] and report_location.run_report_url(run_id) in attention["message"]
 
-        summary = json.loads(next((reports / "runs").glob("*.summary.json")).read_text())
-        assert summary["run_id"] == run_id
+        # one run = one folder: the quality reports, the run summary and its report
+        summary = json.loads((folder / report_runs.SUMMARY_FILE).read_text())
+        assert summary["run_id"] == run_id and summary["report_url"] == report_location.run_report_url(run_id)
+        assert Path(summary["run_report"]).parent == folder and Path(summary["reports"]).parent == folder
+        assert attention["counts"]["needs_human_decision"] == summary["buckets"]["needs_human_decision"]
         # the summary is the ledger's truth
         ledger = dict(rows(connector, """SELECT status, count(DISTINCT numero_interne) FROM transmission
                                           WHERE run_id = %s AND operation = 'DOSSIER' GROUP BY 1""", run_id))
@@ -93,5 +95,6 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
                                                    FROM contrat""")[0]
         assert written[0] > 500 and written[1] > 500
         assert rows(seeded_erp["erp_main"], "SELECT count(*) FROM retour_opco WHERE etat = 'REFUSE'")[0][0] > 0
-        # the reports exist and are linked from the summary
+        # the reports exist, are linked from the summary, and the runs home page lists the run
         assert summary["reports"] and Path(summary["reports"]).exists()
+        assert run_id in (reports / report_location.INDEX).read_text(encoding="utf-8")

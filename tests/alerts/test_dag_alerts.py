@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from cfa_opco import settings
 from cfa_opco.alerts import callbacks
 from cfa_opco.sandbox.testing import run_sandbox
 from tests import transmission_env
 from tests.conftest import make_database
-from tests.helpers import rows, sources_file_for
+from tests.daily_run import daily_env, run_daily, task_states
+from tests.helpers import rows
 
-PROJECT = settings.PROJECT_DIR
 WRONG_KEY = "wrong-atlas-key-000042"
 DOSSIERS = 300
 
@@ -35,27 +34,21 @@ def small_erp(pg_server, tmp_path_factory):
 
 def test_daily_dag_alerts_on_a_refused_key_and_per_site(small_erp, airflow_db, tmp_path, monkeypatch,
                                                         alerts_on, smtp, webhook):
-    from airflow.dag_processing.dagbag import DagBag
-
     from cfa_opco.connector import migrate
 
     connector = make_database("test_alerts_connector")
     migrate(connector)
     reports = tmp_path / "reports"
     with run_sandbox(instant=True, rate_limit=0) as sbx:
-        env = transmission_env.opco_connection_env(sbx.port, extra_overrides={"rate_limit_per_second": 0}, dsns={
-            "cfa_erp_main": small_erp["erp_main"], "cfa_erp_est": small_erp["erp_est"], "cfa_connector": connector})
+        env = daily_env(sbx.port, small_erp, connector, tmp_path, reports)
         atlas = [k for k in env if k.startswith("AIRFLOW_CONN_OPCO_ATLAS_")]
         assert atlas
         for k in atlas:   # every Atlas key refused by the OPCO
             env[k] = json.dumps({**json.loads(env[k]), "password": WRONG_KEY})
         transmission_env.apply(monkeypatch, env)
-        monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_SOURCES_FILE", str(sources_file_for(small_erp, tmp_path)))
-        monkeypatch.setenv("AIRFLOW_VAR_CFA_OPCO_REPORTS_DIR", str(reports))
         alerts_on(site_leads={"PAR": "qualite.paris@cfa.test"})
 
-        dag = DagBag(str(PROJECT / "dags")).dags["cfa_opco_daily"]
-        dr = dag.test(run_conf={"decision_deadline_minutes": 1})
+        dr = run_daily({"decision_deadline_minutes": 1})
         run_id = dr.run_id
         states = {(ti.task_id, ti.map_index): str(ti.state) for ti in dr.get_task_instances()}
 
@@ -75,7 +68,7 @@ def test_daily_dag_alerts_on_a_refused_key_and_per_site(small_erp, airflow_db, t
             assert "/tasks/opco_atlas.transmit/mapped/" in body          # the task log's link
             assert "/dags/cfa_opco_daily/runs/" in body and run_id in body
         # alert 5 through the send_alerts task: one digest per site with blocking anomalies
-        assert "success" in states[("send_alerts", -1)], states
+        assert task_states(dr)["send_alerts"] == "success", states
         anomalies = rows(connector, """SELECT COALESCE(v.site_code, '?'), a.rule_code,
                                               count(DISTINCT (a.source_id, a.numero_interne))
                                        FROM quality_anomaly a JOIN quality_verdict v USING (run_id, source_id,

@@ -33,7 +33,22 @@ def sources_file() -> Path:
 
 
 def reports_dir() -> Path:
-    return project_path(variable("cfa_opco_reports_dir", str(settings.REPORTS_DIR)))
+    """The reports root (Variable ``cfa_opco_reports_dir``): report_location decides, alone."""
+    from cfa_opco import report_location
+
+    return report_location.reports_root()
+
+
+UNSENT_OUTCOMES = ("fail", "skip", "ignore")
+
+
+def unsent_outcome() -> str:
+    """What the ``attention_needed`` task does when a run left dossiers unsent (Variable
+    ``cfa_opco_unsent_outcome``): "fail" (default), "skip" or "ignore"."""
+    value = str(variable("cfa_opco_unsent_outcome", "fail") or "fail").strip().lower()
+    if value not in UNSENT_OUTCOMES:
+        raise ValueError(f"Variable cfa_opco_unsent_outcome = {value!r}: expected one of {', '.join(UNSENT_OUTCOMES)}")
+    return value
 
 
 def software() -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 
+from cfa_opco import report_location, report_runs
 from cfa_opco.connector import migrate
 from cfa_opco.extraction import extract as extract_batch
 from cfa_opco.pipeline import config, run_report
@@ -61,8 +62,8 @@ def quality(context, extraction: dict) -> dict:
     # every task of the daily DAG imports this module; only this one needs pandas and GX
     from cfa_opco.quality.gate import run_quality_gate  # lazy: pandas + GX (seconds), quality task only
 
+    # no reports_dir: the gate writes into the run's own folder (report_location.run_folder)
     return run_quality_gate(_run_id(context), config.CONNECTOR_CONN_ID,
-                            reports_dir=config.reports_dir(),
                             severity_overrides=config.rule_severity(),
                             forced=_forced(context, "force_quality"))
 
@@ -119,13 +120,15 @@ def summarize(context, extraction: dict, quality: dict | None = None,
             (src or {}).get("duplicates_count", 0) for src in (extraction.get("by_source") or {}).values()),
         "reports": (quality or {}).get("report_index"),
     }
-    out = config.reports_dir() / "runs"
+    # one run = one folder: the summary and the run report next to the quality reports
+    out = report_location.run_folder(run_id)
     out.mkdir(parents=True, exist_ok=True)
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
-    path = out / f"{safe}.summary.json"
-    summary["run_report"] = str(run_report.write_markdown(out / f"{safe}.report.md", summary, result))
-    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    path = out / report_runs.SUMMARY_FILE
+    summary["report_url"] = report_location.run_report_url(run_id)
+    summary["run_report"] = str(run_report.write_markdown(out / report_runs.RUN_REPORT_FILE, summary, result))
     summary["summary_file"] = str(path)
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    report_runs.refresh(out.parent, current=out)
     log.info("run summary: %s", json.dumps({k: v for k, v in summary.items() if k != "reasons"}, ensure_ascii=False))
     for bucket in ("in_doubt", "waiting", "not_processed"):
         if b[bucket]:
@@ -140,3 +143,47 @@ def summarize(context, extraction: dict, quality: dict | None = None,
         raise RuntimeError(f"sources not extracted this run: {', '.join(summary['failed_sources'])} "
                            "(the other sources went through; see the extract_dossiers log)")
     return summary
+
+
+# the run_summary buckets an operator must act on: the run must not end plain green
+ATTENTION_BUCKETS = ("needs_human_decision", "not_transmissible", "in_doubt", "refused_by_opco", "not_processed")
+
+
+def attention_message(summary: dict) -> str | None:
+    """A French/English message listing what the run left for someone, or None."""
+    buckets = summary.get("buckets") or {}
+    counts = {b: int(buckets.get(b) or 0) for b in ATTENTION_BUCKETS}
+    if not any(counts.values()):
+        return None
+    parts = "; ".join(f"{n} {run_report.BUCKETS[b].split(' (')[0].lower()}" for b, n in counts.items() if n)
+    en = ", ".join(f"{b}={n}" for b, n in counts.items() if n)
+    return (f"Run {summary.get('run_id')} : {sum(counts.values())} dossier(s) non transmis à traiter — {parts}. "
+            f"Rapport : {summary.get('report_url') or report_location.run_report_url(summary.get('run_id', ''))} "
+            f"(résumé : {summary.get('run_report')}). "
+            f"[EN] {sum(counts.values())} dossier(s) left unsent, blocked or in doubt ({en}).")
+
+
+def attention(context, summary: dict | None) -> dict:
+    """The DAG's last task: fail (or skip) when the run left dossiers unsent, blocked or in
+    doubt, so the run does not end plain green (Variable ``cfa_opco_unsent_outcome``).
+    Writes ``attention.json`` into the run's folder (read by ``make demo``)."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    if not summary:   # run_summary failed: its own failure already shows
+        return {"outcome": "no_summary"}
+    outcome = config.unsent_outcome()
+    message = attention_message(summary)
+    result = {"run_id": summary.get("run_id"), "outcome": "ok" if message is None else outcome,
+              "message": message, "counts": {b: (summary.get("buckets") or {}).get(b, 0) for b in ATTENTION_BUCKETS}}
+    folder = report_location.run_folder(_run_id(context))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "attention.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    if message is None:
+        log.info("nothing left unsent: every dossier transmitted or quarantined")
+        return result
+    if outcome == "fail":
+        raise AirflowFailException(message)   # no retry: the dossiers will not move by themselves
+    log.warning("%s", message)
+    if outcome == "skip":
+        raise AirflowSkipException(message)
+    return result

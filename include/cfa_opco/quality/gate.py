@@ -23,13 +23,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from cfa_opco import settings
+from cfa_opco import report_location, report_runs
 from cfa_opco.db.connect import connect
 from cfa_opco.quality import rules as R
 from cfa_opco.quality.batch import load_batch
@@ -43,12 +42,6 @@ VERDICT_TRANSMIT, VERDICT_QUARANTINE, VERDICT_FORCED = "TRANSMIT", "QUARANTINE",
 
 class QualityGateError(RuntimeError):
     pass
-
-
-def safe_name(run_id: str) -> str:
-    """A folder name for a run id (``manual__2026-09-01T06:00:00+00:00`` ->
-    ``manual__2026-09-01T06-00-00-00-00``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.") or "run"
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -250,13 +243,14 @@ def run_quality_gate(run_id: str, connector: str, *, reports_dir: str | Path | N
     """Check the batch of ``run_id`` and store each dossier's verdict; return a summary.
 
     connector: a DSN or an Airflow connection id (cfa_opco.db.connect.connect).
-    reports_dir: where this run's reports go (default settings.REPORTS_DIR/<run id>).
+    reports_dir: where this run's reports go (default: the run's folder,
+    report_location.run_folder(run_id), so that the plugin and the alerts find them).
     severity_overrides: {rule code: "error" | "warning" | "off"} over the YAML catalogue.
     forced: [{numero_interne, reason, by[, source_id]}] forced through for this run.
     Returns {run_id, checked, passed, quarantined, forced, warnings, by_rule, by_site,
     report_index, timings} — counts only, safe for XCom."""
     t_start = time.perf_counter()
-    out_dir = Path(reports_dir) if reports_dir else settings.REPORTS_DIR / safe_name(run_id)
+    out_dir = Path(reports_dir) if reports_dir else report_location.run_folder(run_id)
     conn = connect(connector, application_name="cfa_opco.quality")
     try:
         with conn.cursor() as cur:
@@ -273,7 +267,7 @@ def run_quality_gate(run_id: str, connector: str, *, reports_dir: str | Path | N
         result = check_batch(df, severity_overrides=severity_overrides, engine=engine,
                              data_docs_dir=(out_dir / "data_docs") if (data_docs and engine == "gx"
                                                                         and write_reports) else None,
-                             run_name=safe_name(run_id))
+                             run_name=report_location.run_folder_name(run_id))
         anomalies = extraction_anomalies(conn, run_id, df, result["anomalies"], result["severities"])
         result["anomalies"] = anomalies
         t0 = time.perf_counter()
@@ -321,6 +315,10 @@ def run_quality_gate(run_id: str, connector: str, *, reports_dir: str | Path | N
             with conn.cursor() as cur:
                 cur.execute("UPDATE quality_run SET report_index = %s WHERE run_id = %s", (str(report_index), run_id))
             conn.commit()
+            (out_dir / report_runs.QUALITY_FILE).write_text(json.dumps(
+                {**summary, "report_index": str(report_index)}, indent=2, ensure_ascii=False), encoding="utf-8")
+            if not reports_dir:   # the run's folder under the reports root: retention, runs home page
+                report_runs.refresh(out_dir.parent, current=out_dir)
             result["timings"]["reports"] = time.perf_counter() - t0
         summary["report_index"] = str(report_index) if report_index else None
         summary["timings"] = {k: round(v, 3) for k, v in

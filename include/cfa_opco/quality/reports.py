@@ -1,4 +1,4 @@
-"""Reports for quality leads, per run, in one folder (default settings.REPORTS_DIR/<run>/):
+"""Reports for quality leads, per run, in the run's folder (report_location.run_folder):
 
 - ``index.html``            the run's summary and links (the page the Airflow plugin opens)
 - ``rapport.html``          all sites: charts (anomalies by rule, by site, trend over recent
@@ -102,6 +102,7 @@ vertical-align:top;text-align:left}th{background:#f4f4f4}tr.warning td{color:#7f
 .kpi{display:inline-block;margin:0 18px 12px 0;padding:10px 14px;border:1px solid #ddd;border-radius:6px}
 .kpi b{display:block;font-size:1.5em}.muted{color:#777}.err{color:#c0392b}a{color:#1f5fa8}
 .charts{display:flex;flex-wrap:wrap;gap:24px}
+td.num{text-align:right}tr.attention td{background:#fff4e5}
 """
 
 
@@ -253,7 +254,8 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
         docs_link = f"<li><a href='{rel}'>Great Expectations Data Docs</a> (suites et validations du passage)</li>"
     site_rows = "".join(f"<tr><td><a href='{n}'>{html.escape(s)}</a></td><td>{c}</td><td>{q}</td></tr>"
                         for s, n, c, q in site_links)
-    index = (f"<h1>Contrôle qualité — passage {html.escape(run_id)}</h1><p class='muted'>Généré le {now}</p>"
+    index = ("<p><a href='../index.html'>← tous les passages</a></p>"
+             f"<h1>Contrôle qualité — passage {html.escape(run_id)}</h1><p class='muted'>Généré le {now}</p>"
              + kpis + "<ul><li><a href='rapport.html'>Rapport tous sites</a> (graphiques et fiches à corriger)</li>"
              "<li><a href='a_corriger.xlsx'>Fiches à corriger (Excel)</a> · <a href='a_corriger.csv'>CSV</a></li>"
              "<li><a href='anomalies.csv'>Anomalies par dossier (CSV)</a></li>" + docs_link + "</ul>"
@@ -261,17 +263,8 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
              f"<tbody>{site_rows}</tbody></table>")
     path = out_dir / "index.html"
     path.write_text(_page(f"Qualité — {run_id}", index), encoding="utf-8")
-    write_reports_home(out_dir.parent)
-    return path
+    if data_docs is not None and Path(data_docs).exists():
+        from cfa_opco.quality.static import localize_data_docs
 
-
-def write_reports_home(root: Path) -> Path:
-    """``<reports root>/index.html``: the runs that have a report, newest first."""
-    root = Path(root)
-    runs = sorted((p for p in root.iterdir() if (p / "index.html").exists()),
-                  key=lambda p: (p / "index.html").stat().st_mtime, reverse=True)
-    rows = "".join(f"<li><a href='{html.escape(p.name)}/index.html'>{html.escape(p.name)}</a></li>" for p in runs)
-    path = root / "index.html"
-    path.write_text(_page("Rapports qualité", f"<h1>Rapports qualité des dossiers</h1><ul>{rows}</ul>"),
-                    encoding="utf-8")
+        localize_data_docs(Path(data_docs).parent)
     return path
