@@ -2,15 +2,15 @@
 Atlas keys wrong and alerts on: each failed Atlas batch alerts through its transmit task's
 on_failure_callback (a refused key: alert 2, with the task log's link), the send_alerts task
 sends one digest per site with its new blocking anomalies; no key ever in what was sent.
-Then check_keys of the follow-up DAG alerts about the refused keys, once a day."""
+Then the follow-up DAG's check_keys alerts about the refused keys, at most once a day."""
 from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from cfa_opco import settings
 from cfa_opco.alerts import callbacks
 from cfa_opco.sandbox.testing import run_sandbox
 from tests import transmission_env
@@ -92,13 +92,20 @@ def test_daily_dag_alerts_on_a_refused_key_and_per_site(small_erp, airflow_db, t
             assert WRONG_KEY not in text
         assert webhook.hits and all(h.headers["Authorization"].startswith("Bearer ") for h in webhook.hits)
 
-        # alert 2 from the follow-up DAG's key check: the refused Atlas keys, once a day
+        # alert 2 from the follow-up DAG's check_keys (the real DAG): the refused Atlas keys
+        from airflow.dag_processing.dagbag import DagBag
+
+        before = len(smtp.mails)
+        followup = DagBag(str(settings.PROJECT_DIR / "dags")).dags["cfa_opco_followup"].test()
+        assert task_states(followup)["check_keys"] == "success", task_states(followup)
+        key_checks = [m for m in smtp.mails[before:] if "[CFA-OPCO] Clé API refusée ou expirée : OPCO Atlas" in m.subject]
+        assert len(key_checks) == len(atlas), [m.subject for m in smtp.mails[before:]]
+        for mail in key_checks:
+            assert "Admin → Connections" in mail.html and "opco_atlas_" in mail.html
+        # the same keys again within the day: not alerted again
         from cfa_opco.followup import key_warnings
 
         warnings = key_warnings(connector, 30, conn_ids=[k[len("AIRFLOW_CONN_"):].lower() for k in atlas])
-        before = len(smtp.mails)
-        alerted = callbacks.send_key_alerts(warnings, 30, connector=connector)
-        assert sorted(alerted) == sorted(warnings) and len(smtp.mails) == before + len(warnings)
+        assert len(warnings) == len(atlas)
         assert callbacks.send_key_alerts(warnings, 30, connector=connector) == []
         assert all(WRONG_KEY not in m.raw for m in smtp.mails)
-    assert Path(reports).exists()

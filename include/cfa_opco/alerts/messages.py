@@ -102,6 +102,8 @@ def transmission_failed(*, opco: str | None, siren: str | None, conn_id: str | N
     links = {k: v for k, v in (("Journal de la tâche", log_url), ("Run Airflow", run_url)) if v}
     return Alert("key" if key else "transmission_failed", subject,
                  [first, f"Erreur : {error[:MAX_ERROR]}", f"Run : {run_id}",
+                  "Une fois la clé remplacée dans la connexion (Admin → Connections), relancez la tâche depuis "
+                  "l'interface Airflow (Clear) : un dossier déjà envoyé ne repart jamais une seconde fois." if key else
                   "Ce qui a été envoyé avant l'échec est dans le registre ; relancer la tâche depuis l'interface "
                   "Airflow (Clear) n'envoie jamais un dossier deux fois."],
                  links, facts={"opco": opco, "siren": siren, "conn_id": conn_id, "dossiers": count, "run_id": run_id,
