@@ -20,6 +20,10 @@ Every morning, for every ERP source of the CFA network:
 7. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
    `skip`; `ignore`) when the run left dossiers unsent, blocked or in doubt, with the counts
    and the report's link: such a run does not end plain green.
+8. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
+   dossiers in doubt, an OPCO's refusal or error rate over its threshold, one digest per
+   site with its new blocking anomalies. A failed transmit task alerts at once (its
+   `on_failure_callback`).
 
 **Params** — `dry_run` (build and validate payloads, send nothing); `only_opco`, `only_site`
 (restrict the transmission); `resend` (numeroInterne to send again) and `force_quality`
@@ -36,6 +40,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, TaskGroup, dag, task
 
+from cfa_opco.alerts.callbacks import TransmitFailureAlert
 from cfa_opco.opcos import opco_codes
 from cfa_opco.providers.opco.operators.transmit import OpcoTransmitOperator
 from cfa_opco.providers.opco.sensors.opco_states import OpcoDecisionSensor
@@ -117,7 +122,8 @@ def cfa_opco_daily():
             share = batches.override(task_id="batches")(code)
             planned >> share
             transmits.append(OpcoTransmitOperator.partial(task_id="transmit", pool=f"opco_{code}",
-                                                          transmit="cfa_opco.opco_tasks.transmit")
+                                                          transmit="cfa_opco.opco_tasks.transmit",
+                                                          on_failure_callback=TransmitFailureAlert())
                              .expand(batch=share))
     wait = OpcoDecisionSensor(
         task_id="wait_for_decisions",
@@ -141,6 +147,15 @@ def cfa_opco_daily():
     summary = run_summary(extraction, quality, planned)
     transmits >> wait >> summary
     attention_needed(summary)
+
+    # alerts at the run's end (cfa_opco.alerts): off unless the Variable cfa_opco_alerts is set
+    @task(trigger_rule="all_done")
+    def send_alerts(**context) -> dict:
+        from cfa_opco.alerts.callbacks import send_run_alerts
+
+        return send_run_alerts(context)
+
+    summary >> send_alerts()
 
 
 cfa_opco_daily()

@@ -19,7 +19,8 @@ that sent them has finished (instruction takes days or weeks):
    with the reason; the other keys' decisions were recorded by sync_states all the same.
 4. **check_keys** — asks each OPCO key for its expiry date (`/v2/cfakeyinfo`) and logs a
    warning for every key expiring within `cfa_opco_key_expiry_warning_days` days
-   (Variable, default 30), so a new key is requested from the OPCO's extranet in time.
+   (Variable, default 30), so a new key is requested from the OPCO's extranet in time; with
+   alerts on (Variable `cfa_opco_alerts`), each such key is alerted about, at most once a day.
    What each check read (expiry date, status, warning; never the key) is kept in the
    connector's `opco_key_status` table: the "Dossiers OPCO" view's keys page shows it.
 
@@ -115,14 +116,15 @@ def cfa_opco_followup():
 
     @task
     def check_keys(**context) -> dict:
+        from cfa_opco.alerts.callbacks import key_expiry_days, send_key_alerts
         from cfa_opco.followup import key_warnings
         from cfa_opco.pipeline.config import CONNECTOR_CONN_ID, software, variable
 
-        days = int(variable("cfa_opco_key_expiry_warning_days", 30))
+        days = key_expiry_days(int(variable("cfa_opco_key_expiry_warning_days", 30)))
+        # key_warnings logs each warning itself (the Task SDK's ti has no .log: it failed the task)
         warnings = key_warnings(CONNECTOR_CONN_ID, days, software=software())
-        for conn_id, text in warnings.items():
-            context["ti"].log.warning("%s", text)
-        return {"days": days, "warnings": warnings}
+        alerted = send_key_alerts(warnings, days, context)   # nothing when alerts are off
+        return {"days": days, "warnings": warnings, "alerted": alerted}
 
     synced = sync_states()
     synced >> settle_in_doubt()
