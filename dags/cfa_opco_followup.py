@@ -31,10 +31,13 @@ run is simply covered by the next window.
 """
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ARGS = {
     "owner": "cfa-data",
@@ -71,7 +74,7 @@ def cfa_opco_followup():
         result = sync(CONNECTOR_CONN_ID, run_id=context["run_id"], software=software(), writeback=ErpWriteback(),
                       poll_failure_limit=context["params"].get("poll_failure_limit"))
         for conn_id, error in result["errors"].items():
-            context["ti"].log.warning("lecture de suivi %s en échec (%d de suite) : %s", conn_id,
+            log.warning("lecture de suivi %s en échec (%d de suite) : %s", conn_id,
                                       result["poll_failures"].get(conn_id, 0), error)
         per = {k: {"requests": v["requests"], "changes": v["changes"]} for k, v in result["per_connection"].items()}
         return {"connections": result["connections"], "requests": result["requests"], "changes": result["changes"],
@@ -85,7 +88,7 @@ def cfa_opco_followup():
 
         result = settle(CONNECTOR_CONN_ID, software=software())
         if result["after"]:
-            context["ti"].log.warning("%d dossier(s) toujours en doute (réponse perdue, OPCO illisible) : "
+            log.warning("%d dossier(s) toujours en doute (réponse perdue, OPCO illisible) : "
                                       "le prochain run de ce DAG les relit encore", result["after"])
         return {"before": result["before"], "after": result["after"], "errors": result["errors"],
                 "per_batch": {k: {n: v.get(n, 0) for n in ("resolved_in_doubt", "sent", "in_doubt")}
@@ -103,7 +106,7 @@ def cfa_opco_followup():
         health = poll_health(CONNECTOR_CONN_ID)
         failing = {k: v for k, v in health.items() if v["consecutive_failures"] >= limit}
         for conn_id, h in health.items():
-            context["ti"].log.warning("%s : %d lecture(s) de suivi en échec de suite (limite %d), %d dossier(s) "
+            log.warning("%s : %d lecture(s) de suivi en échec de suite (limite %d), %d dossier(s) "
                                       "en suivi impossible — %s", conn_id, h["consecutive_failures"], limit,
                                       h["dossiers"], h["last_error"])
         if failing:

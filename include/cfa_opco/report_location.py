@@ -25,7 +25,7 @@ INDEX = "index.html"
 
 def _variable(name: str) -> str | None:
     try:
-        from airflow.sdk import Variable
+        from airflow.sdk import Variable  # lazy: command-line tools run without Airflow
 
         return Variable.get(name, default=None)
     except Exception:  # no Airflow context at all (command-line tools, some unit tests)

@@ -154,7 +154,7 @@ def runs_table(entries: list[RunEntry], href) -> str:
 def write_home(root: Path) -> Path:
     """``<root>/index.html``: the runs, newest first, with their counts (a static copy of
     the plugin's list, for whoever opens the folder without Airflow)."""
-    from cfa_opco.quality.reports import _page
+    from cfa_opco.quality.reports import _page  # lazy: pandas (quality.reports) only when the home page is written
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+import tests.conftest  # noqa: F401  (the test database and Airflow home)
+
 from tests.alerts.receivers import SmtpReceiver, WebhookReceiver
 
 SMTP_CONN, HOOK_CONN = "alerts_smtp", "alerts_webhook"

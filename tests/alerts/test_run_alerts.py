@@ -151,7 +151,6 @@ def test_nothing_is_sent_when_alerts_are_off(two_runs, smtp, webhook, monkeypatc
     assert callbacks.send_run_alerts(_context(R2), connector=two_runs) == {"enabled": False, "sent": []}
     assert callbacks.send_key_alerts({"opco_atlas_775672272": "La clé API … a expiré"}, 30,
                                      connector=two_runs) == []
-    callbacks.TransmitFailureAlert(connector_conn_id=two_runs)({})   # the callback, off: returns at once
     assert callbacks.key_expiry_days(30) == 30
     assert smtp.mails == [] and webhook.hits == []
     with connection(two_runs) as conn, conn.cursor() as cur:

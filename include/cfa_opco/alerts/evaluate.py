@@ -41,7 +41,7 @@ def in_doubt(connector: str, run_id: str, rows: list[tuple] | None = None) -> di
             reasons[(message or "").split(" (")[0][:120]] += 1
             if len(examples) < 50:
                 examples.append(numero)
-    return {"by_opco": dict(by_opco), "examples": sorted(examples), "reasons": dict(reasons.most_common(5))}
+    return {"by_opco": dict(by_opco), "examples": sorted(examples), "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5])}
 
 
 def opco_rates(connector: str, run_id: str, rows: list[tuple] | None = None) -> dict[str, dict]:

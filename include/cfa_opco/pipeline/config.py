@@ -34,7 +34,7 @@ def sources_file() -> Path:
 
 def reports_dir() -> Path:
     """The reports root (Variable ``cfa_opco_reports_dir``): report_location decides, alone."""
-    from cfa_opco import report_location
+    from cfa_opco import report_location  # lazy: pipeline.config is imported by every DAG task; the mapping only when asked
 
     return report_location.reports_root()
 

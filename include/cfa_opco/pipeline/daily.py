@@ -168,7 +168,7 @@ def attention(context, summary: dict | None) -> dict:
     """The DAG's last task: fail (or skip) when the run left dossiers unsent, blocked or in
     doubt, so the run does not end plain green (Variable ``cfa_opco_unsent_outcome``).
     Writes ``attention.json`` into the run's folder (read by ``make demo``)."""
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException  # lazy: only the attention task raises them
 
     if not summary:   # run_summary failed: its own failure already shows
         return {"outcome": "no_summary"}

@@ -270,7 +270,7 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
     path = out_dir / "index.html"
     path.write_text(_page(f"Qualité — {run_id}", index), encoding="utf-8")
     if data_docs is not None and Path(data_docs).exists():
-        from cfa_opco.quality.static import localize_data_docs
+        from cfa_opco.quality.static import localize_data_docs  # lazy: vendored assets, only when Data Docs were built
 
         localize_data_docs(Path(data_docs).parent)
     return path

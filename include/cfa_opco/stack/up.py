@@ -75,7 +75,7 @@ def _stop(name: str, sig: int, timeout: float = 30.0) -> None:
 
 
 def start(sandbox_port: int) -> None:
-    from cfa_opco import demo
+    from cfa_opco import demo  # lazy: demo imports the whole stack; only replay needs it
 
     embedded_pg.start()
     airflow_env.init(sandbox_port=sandbox_port, sandbox_rate_limit=demo.DEMO_RATE_LIMIT)
@@ -122,7 +122,7 @@ def replay(seed_value: int, dossiers: int, sandbox_port: int) -> str:
     connector's database and the sandbox's state, then have one cfa_opco_daily run. A paused
     DAG is unpaused: when the scheduler then starts the run of the latest 06:00 on its own,
     that run is the replay; otherwise one run is triggered. Returns the run id."""
-    from cfa_opco import demo
+    from cfa_opco import demo  # lazy: demo imports the whole stack; only replay needs it
 
     if _pid("airflow") is None or _pid("sandbox") is None:
         raise SystemExit("the stack is not running: `make up` first (then `make replay`)")
