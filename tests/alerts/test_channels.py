@@ -93,3 +93,10 @@ def test_a_secret_airflow_masks_is_masked_without_being_named(alerts_on, smtp):
     cfg = config.parse(alerts_on(webhook_conn_id=None))
     channels.deliver(cfg, _failure("client refusé : oauth-client-s3cret-value"))
     assert "oauth-client-s3cret-value" not in smtp.mails[0].raw
+
+
+def test_a_batch_sent_with_a_siret_key_names_the_siret():
+    alert = messages.transmission_failed(
+        opco="atlas", siren="775672272", conn_id="opco_atlas_77567227200025", count=3, error="boom",
+        run_id="r", task="opco_atlas.transmit[1]", log_url=None, run_url=None)
+    assert alert.subject == "Échec de transmission : OPCO Atlas, SIRET 77567227200025"

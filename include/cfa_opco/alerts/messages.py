@@ -90,7 +90,9 @@ def transmission_failed(*, opco: str | None, siren: str | None, conn_id: str | N
                         run_id: str, task: str, log_url: str | None, run_url: str | None, try_number=None) -> Alert:
     """1. a transmission batch failed (its task is failed); a refused key is a key alert."""
     key = error.startswith(KEY_MESSAGE_START)
-    who = f"{opco_label(opco)}, SIREN {siren or '?'}"
+    ident = parse_conn_id(conn_id)[1] if conn_id else None     # the key's scope: a SIRET's key or the SIREN's
+    who = (f"{opco_label(opco)}, SIRET {ident}" if ident and len(ident) == 14
+           else f"{opco_label(opco)}, SIREN {siren or ident or '?'}")
     if key:
         subject = f"Clé API refusée : {who} — lot non transmis"
         first = (f"Le lot de {count if count is not None else '?'} dossier(s) pour l'{who} (connexion {conn_id}) "
