@@ -76,6 +76,27 @@ def _sparkline(values: list[int], width: int = 140, height: int = 24) -> str:
             f"aria-label='tendance'><polyline fill='none' stroke='#2b6cb0' stroke-width='1.5' points='{pts}'/></svg>")
 
 
+def configured_key_ids() -> list[str]:
+    """The OPCO connections Airflow holds (metadata database, AIRFLOW_CONN_OPCO_* variables),
+    so that a key never used yet is listed too. The API server reads its metadata database;
+    a connection only in a secrets backend is listed once a task has used or checked it."""
+    import os
+
+    from cfa_opco.providers.opco.norm import CONN_TYPE, parse_conn_id   # lazy: only the keys page needs it
+
+    ids = {n[len("AIRFLOW_CONN_"):].lower() for n in os.environ if n.startswith("AIRFLOW_CONN_OPCO_")}
+    try:
+        from airflow.models import Connection              # lazy: the API server's metadata DB
+        from airflow.utils.session import create_session   # lazy: idem
+        from sqlalchemy import select                       # lazy: idem
+
+        with create_session() as session:
+            ids.update(session.scalars(select(Connection.conn_id).where(Connection.conn_type == CONN_TYPE)))
+    except Exception:          # no metadata database here (a test client): the ledger's keys only
+        pass
+    return sorted(i for i in ids if parse_conn_id(i)[0])
+
+
 def _warning_days() -> int:
     """Variable cfa_opco_key_expiry_warning_days (default 30), as the follow-up DAG reads it."""
     try:
@@ -426,7 +447,7 @@ def create_app(authenticated: bool = True, connector: str | None = None):
         q = q_()
         b = base(request)
         days = _warning_days()
-        ks = q.keys(days, target=target())
+        ks = q.keys(days, target=target(), configured=configured_key_ids())
         rows = "".join(
             f"<tr class='{'alert' if k['alert'] else ''}'><td>{_e(k['opco_label'])}</td><td>{_e(k['conn_id'])}</td>"
             f"<td>{_e(k['scope'])}</td><td>{_e(k['siret'] or k['siren'])}</td><td>{_e(k['expires_on'] or '—')}</td>"

@@ -195,4 +195,14 @@ def test_keys_page_scope_expiry_and_red_rows(client, ui, secrets):
     row = re.search(r"<tr class='alert'><td>[^<]*</td><td>opco_constructys_418936522</td>.*?</tr>", page)
     assert row, "the key expiring in 20 days is red"
     assert re.search(r"<tr class=''><td>[^<]*</td><td>opco_akto_775672272</td>", page)
+    assert "opco_constructys_552100554" not in page
     _clean(page, secrets)
+
+
+def test_keys_page_lists_a_configured_key_never_used(client, monkeypatch):
+    """A connection Airflow holds but no run has used yet is listed, "non vérifiée"."""
+    c, _ = client
+    monkeypatch.setenv("AIRFLOW_CONN_OPCO_CONSTRUCTYS_552100554", json.dumps({"conn_type": "opco", "password": "k"}))
+    page = c.get("/cles").text
+    row = re.search(r"<tr class=''><td>OPCO Constructys</td><td>opco_constructys_552100554</td>.*?</tr>", page)
+    assert row and "SIREN" in row.group(0) and "non vérifiée" in row.group(0), page

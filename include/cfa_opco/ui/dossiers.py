@@ -500,9 +500,10 @@ def proof_bundle(source_id: str, numero_interne: str, target: str | None = None)
 
 
 # ---- keys ----------------------------------------------------------------------------
-def keys(warning_days: int = 30, target: str | None = None) -> list[dict]:
+def keys(warning_days: int = 30, target: str | None = None, configured: list[str] | tuple = ()) -> list[dict]:
     """Every OPCO key (connection) the connector knows: checked ones (opco_key_status),
-    used ones (opco_dossier, proofs of a successful call), polled ones (followup_poll).
+    used ones (opco_dossier, proofs of a successful call), polled ones (followup_poll), and
+    the ``configured`` connection ids (Airflow's connections, even never used: "non vérifiée").
     Each with its scope (SIRET/SIREN), expiry date, days left, last successful call and
     ``alert`` (under the warning threshold, expired or refused)."""
     with read_only(target) as cur:
@@ -523,6 +524,7 @@ def keys(warning_days: int = 30, target: str | None = None) -> list[dict]:
                 UNION SELECT conn_id FROM answered WHERE conn_id IS NOT NULL
                 UNION SELECT conn_id FROM opco_key_status
                 UNION SELECT conn_id FROM followup_poll
+                UNION SELECT unnest(%(configured)s::text[])
             )
             SELECT ids.conn_id, k.opco_code, k.scope, k.siren, k.siret, k.expires_on, k.status, k.message, k.checked_at,
                    greatest(k.last_success_at,
@@ -531,7 +533,7 @@ def keys(warning_days: int = 30, target: str | None = None) -> list[dict]:
                    (k.expires_on - (now() AT TIME ZONE %(tz)s)::date) AS days_left,
                    f.consecutive_failures, f.last_error, f.impossible_since
             FROM ids LEFT JOIN opco_key_status k USING (conn_id) LEFT JOIN followup_poll f USING (conn_id)
-            ORDER BY ids.conn_id""", {"tz": TZ})
+            ORDER BY ids.conn_id""", {"tz": TZ, "configured": list(configured)})
         rows = _dicts(cur)
     out = []
     for r in rows:
