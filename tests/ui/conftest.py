@@ -117,6 +117,10 @@ def ui_stack(pg_server, airflow_db, tmp_path_factory):
         mp.delenv("AIRFLOW_VAR_CFA_OPCO_REPORTS_DIR", raising=False)
         dag_run = run_daily({"decision_deadline_minutes": 1})
         states = task_states(dag_run)
+        # what the follow-up DAG's check_keys does on its schedule: every key's expiry read
+        from cfa_opco.followup import key_warnings
+
+        key_warnings(connector, 30)
 
     port = _free_port()
     log = settings.VAR_DIR / "ui" / f"api-server-{port}.log"

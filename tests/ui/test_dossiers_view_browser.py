@@ -72,6 +72,15 @@ def test_dossiers_view_from_the_airflow_menu(stack, page, shoot):
     text = frame.inner_text("body")
     assert "Contrôle qualité" in text and "QUARANTINE" in text
 
+    # the refused ones, with the OPCO's motifs (the list an operator works through first)
+    refused = (rows(stack.connector, "SELECT count(*) FROM opco_dossier WHERE etat = 'REFUSE'")[0][0]
+               + report["buckets"].get("refused_by_opco", 0))       # refused after instruction or at send
+    page.goto(f"{stack.base_url}{VIEW}/listes/refused")
+    page.wait_for_selector("h2:has-text('dossier(s)')")
+    text = page.inner_text("body")
+    assert refused and f"{refused} dossier(s)" in text and "Transmis à l'OPCO — Refusés" in text
+    shoot(page, "dossiers-liste-refuses")
+
     # a dossier sent with the Atlas SIRET key: its whole history, its proofs (full page)
     numero, source = rows(stack.connector, """SELECT numero_interne, source_id FROM transmission
                                             WHERE status = 'SENT' AND operation = 'DOSSIER'
@@ -89,4 +98,7 @@ def test_dossiers_view_from_the_airflow_menu(stack, page, shoot):
     text = page.inner_text("body")
     assert "SIRET" in text and "SIREN" in text and "opco_atlas_775672272" in text
     assert "demo-" not in page.content()
+    # the demo's key expiring in 20 days (config/sandbox.yaml) is the red row
+    red = page.locator("tr.alert", has_text="opco_constructys_418936522")
+    assert red.count() == 1 and "expire bientôt" in red.inner_text()
     shoot(page, "dossiers-cles")
