@@ -55,3 +55,13 @@ def run_folder(run_id: str, root: Path | None = None) -> Path:
 def run_report_url(run_id: str) -> str:
     """The UI path that opens a run's report (relative to the Airflow base URL)."""
     return f"{QUALITY_UI_PREFIX}/runs/{quote(run_id, safe='')}"
+
+
+def site_page(site: str) -> str:
+    """A site's page inside a run's folder (``sites/<site>.html``)."""
+    return f"sites/{re.sub(r'[^A-Za-z0-9._-]+', '-', str(site)).strip('-') or 'site'}.html"
+
+
+def site_report_url(run_id: str, site: str) -> str:
+    """The UI path of one site's quality page of a run (its quality lead's digest links it)."""
+    return f"{QUALITY_UI_PREFIX}/reports/{quote(run_folder_name(run_id))}/{quote(site_page(site))}"

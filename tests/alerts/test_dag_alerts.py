@@ -5,6 +5,7 @@ sends one digest per site with its new blocking anomalies; no key ever in what w
 Then the follow-up DAG's check_keys alerts about the refused keys, at most once a day."""
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections import Counter
@@ -13,6 +14,7 @@ import pytest
 
 from cfa_opco import settings
 from cfa_opco.alerts import callbacks
+from cfa_opco.report_location import run_folder, site_page, site_report_url
 from cfa_opco.sandbox.testing import run_sandbox
 from tests import transmission_env
 from tests.conftest import make_database
@@ -88,6 +90,10 @@ def test_daily_dag_alerts_on_a_refused_key_and_per_site(small_erp, airflow_db, t
             for rule, n in expected[site].items():
                 assert f"<td>{rule}</td><td>{n}</td>" in mail.html
             assert report_link in mail.html
+            # the site's own page, and it exists in the run's folder (what the plugin serves)
+            assert html.escape(callbacks.base_url() + site_report_url(run_id, site), quote=True) in mail.html \
+                or callbacks.base_url() + site_report_url(run_id, site) in mail.html
+            assert (run_folder(run_id, reports) / site_page(site)).is_file()
         hooks = Counter(h.body["kind"] for h in webhook.hits)
         assert hooks["key"] == len(key_mails) and hooks["site_anomalies"] == len(digests)
         for text in [m.raw for m in smtp.mails] + [json.dumps(h.body) for h in webhook.hits]:

@@ -16,7 +16,7 @@ from airflow.sdk import BaseNotifier
 from airflow.sdk.configuration import conf
 
 from cfa_opco.alerts import channels, config, evaluate, journal, messages
-from cfa_opco.report_location import run_report_url
+from cfa_opco.report_location import run_report_url, site_report_url
 
 log = logging.getLogger(__name__)
 CONNECTOR = "cfa_connector"
@@ -121,7 +121,8 @@ def send_run_alerts(context, connector: str = CONNECTOR) -> dict:
     if cfg.wants("site_anomalies"):
         report = base_url() + run_report_url(run_id)
         for site, found in evaluate.new_blocking_anomalies(connector, run_id).items():
-            alerts.append(messages.site_anomalies(run_id, site, found["by_rule"], found["dossiers"], report))
+            alerts.append(messages.site_anomalies(run_id, site, found["by_rule"], found["dossiers"], report,
+                                                  base_url() + site_report_url(run_id, site)))
     sent, errors = [], []
     for alert in alerts:
         try:

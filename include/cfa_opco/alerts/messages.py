@@ -165,17 +165,19 @@ def rates(run_id: str, opco: str, stats: dict, *, refusal_threshold: float, erro
                  fingerprint=f"rates:{run_id}:{opco}")
 
 
-def site_anomalies(run_id: str, site: str, by_rule: dict[str, int], dossiers: int, report_url: str | None) -> Alert:
+def site_anomalies(run_id: str, site: str, by_rule: dict[str, int], dossiers: int, report_url: str | None,
+                   site_url: str | None = None) -> Alert:
     """5. one digest per site: the new blocking anomalies of the run, by rule, and its report."""
     total = sum(by_rule.values())
     lines = [f"Le contrôle qualité du run {run_id} a trouvé {total} nouvelle(s) anomalie(s) bloquante(s) sur "
              f"{dossiers} dossier(s) du site {site}. Ces dossiers restent en quarantaine et ne partent pas à "
              "l'OPCO tant qu'ils ne sont pas corrigés dans l'ERP.",
-             "Le rapport du run liste, fiche par fiche, ce qu'il faut corriger (page du site : « Par site », "
-             f"{site})."]
+             f"La page du site {site} (lien ci-dessous) liste, fiche par fiche, ce qu'il faut corriger dans l'ERP ; "
+             "le dossier est renvoyé de lui-même au passage suivant une fois corrigé."]
     table = [("Règle", "Dossiers")] + [(rule, str(n)) for rule, n in sorted(by_rule.items(), key=lambda x: -x[1])]
     return Alert("site_anomalies", f"Site {site} : {dossiers} dossier(s) avec de nouvelles anomalies bloquantes",
-                 lines, {"Rapport qualité du run": report_url} if report_url else {}, site=site,
+                 lines, {k: v for k, v in ((f"Page du site {site} (fiches à corriger)", site_url),
+                                          ("Rapport qualité du run", report_url)) if v}, site=site,
                  facts={"run_id": run_id, "site": site, "dossiers": dossiers, "anomalies": total,
                         "par_regle": by_rule},
                  fingerprint=f"site_anomalies:{run_id}:{site}", table=table)

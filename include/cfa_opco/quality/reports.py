@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import re
 from pathlib import Path
 
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
+
+from cfa_opco.report_location import site_page
 
 GROUP_COLUMNS = ["source_id", "record_type", "record_ref", "record_label", "rule_code", "severity", "field",
                  "valeur", "message"]
@@ -164,10 +165,6 @@ def _trend(conn, run_id: str, site: str | None = None, n: int = 12) -> list[tupl
         return [(r[0], int(r[1]), int(r[2])) for r in reversed(cur.fetchall())]
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-") or "site"
-
-
 def write_excel(path: Path, fix: pd.DataFrame, anomalies: pd.DataFrame, summary_rows: list[tuple]) -> None:
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("À corriger")
@@ -241,7 +238,7 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
                   "<p>Une ligne par fiche (entreprise, apprenant, session, contrat…) et par anomalie, "
                   "triées par nombre de dossiers bloqués : corriger la fiche débloque tous ses dossiers au "
                   "prochain passage.</p>" + _fix_table(f_site))
-        name = f"sites/{_safe(site)}.html"
+        name = site_page(site)
         (out_dir / name).write_text(_page(f"Qualité — {site}", body), encoding="utf-8")
         site_links.append((site, name, len(v_site), q))
 
