@@ -80,11 +80,14 @@ class Watchlist:
         self.ibans.add(re.sub(r"\s", "", raw).upper())
 
     # ---- scanning -----------------------------------------------------------------------
-    def scan_text(self, where: str, text: str) -> list[Leak]:
+    def scan_text(self, where: str, text: str, personal: bool = True) -> list[Leak]:
+        """Secrets, and unless ``personal`` is False, full NIRs and IBANs."""
         found: list[Leak] = []
         for value, label in self.secrets.items():
             if value in text or quote(value, safe="") in text:
                 found.append(Leak(where, label))
+        if not personal:
+            return found
         norm = normalised(text)
         nirs = {m for m in _NIR13.findall(norm) if m in self.nirs}
         if nirs:
@@ -118,14 +121,14 @@ class Watchlist:
             found += self.scan_bytes(f"{label or root}/{path.relative_to(root)}", path.read_bytes(), path.name)
         return found, n
 
-    def scan_database(self, dsn: str, label: str, allowed: dict[str, set[str]] | None = None,
-                      skip_tables: set[str] = frozenset()) -> tuple[list[Leak], int]:
-        """Every row of every table of ``dsn`` (public schema) as text, except the columns
-        ``allowed`` ({table: {column}}) may hold (e.g. the OPCO-bound payload in the ledger);
-        returns (leaks, rows read)."""
-        from cfa_opco.db.connect import connection
+    def scan_database(self, dsn: str, label: str,
+                      opco_bound: dict[str, set[str] | str] | None = None) -> tuple[list[Leak], int]:
+        """Every row of every table of ``dsn`` (public schema) as text; the ``opco_bound``
+        columns ({table: {column} or "*"}: what the connector keeps to send, which the norm
+        requires to carry the NIR) are searched for secrets only. Returns (leaks, rows read)."""
+        from cfa_opco.db.connect import connection   # lazy: the scanner's text part needs no database
 
-        allowed = allowed or {}
+        opco_bound = opco_bound or {}
         found: list[Leak] = []
         total = 0
         with connection(dsn) as conn, conn.cursor() as cur:
@@ -136,16 +139,18 @@ class Watchlist:
                                  AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE')
                            GROUP BY 1 ORDER BY 1""")
             for table, columns in cur.fetchall():
-                if table in skip_tables:
-                    continue
-                cols = [c for c in columns if c not in allowed.get(table, set())]
-                if not cols:
-                    continue
-                buf = io.StringIO()
-                select = ", ".join(f'"{c}"' for c in cols)
-                cur.copy_expert(f'COPY (SELECT {select} FROM "{table}") TO STDOUT', buf)
-                text = buf.getvalue()
-                total += text.count("\n")
-                # COPY's text format escapes bytea and control characters: read it as COPY wrote it
-                found += self.scan_text(f"{label}.{table}", text.replace("\\\\", "\\"))
+                bound = opco_bound.get(table, set())
+                bound = set(columns) if bound == "*" else bound
+                for personal, cols in ((True, [c for c in columns if c not in bound]),
+                                       (False, [c for c in columns if c in bound])):
+                    if not cols:
+                        continue
+                    buf = io.StringIO()
+                    select = ", ".join(f'"{c}"' for c in cols)
+                    cur.copy_expert(f'COPY (SELECT {select} FROM "{table}") TO STDOUT', buf)
+                    text = buf.getvalue()
+                    if personal:
+                        total += text.count("\n")
+                    # COPY's text format doubles backslashes: read it as the rows hold it
+                    found += self.scan_text(f"{label}.{table}", text.replace("\\\\", "\\"), personal)
         return found, total

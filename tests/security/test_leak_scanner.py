@@ -112,5 +112,10 @@ def test_database_rows_outside_the_allowed_columns(watch, connector_dsn):
     assert n >= 2 and sorted(map(str, leaks)) == ["connector.leak_probe: 1 NIR complet(s)",
                                                   "connector.leak_probe: clé API opco_atlas_775672272"]
     # the OPCO-bound payload may carry the NIR; the message column still may not carry a key
-    leaks, _ = watch.scan_database(connector_dsn, "connector", allowed={"leak_probe": {"payload"}})
+    leaks, _ = watch.scan_database(connector_dsn, "connector", opco_bound={"leak_probe": {"payload"}})
     assert [str(x) for x in leaks] == ["connector.leak_probe: clé API opco_atlas_775672272"]
+    # ... and an OPCO-bound column is still searched for secrets
+    rows(connector_dsn, """UPDATE leak_probe SET payload = '{"k": "demo-akto-secret"}', message = 'ok'
+                           WHERE id = 2 RETURNING id""")
+    leaks, _ = watch.scan_database(connector_dsn, "connector", opco_bound={"leak_probe": "*"})
+    assert [str(x) for x in leaks] == ["connector.leak_probe: secret OAuth d'AKTO"]
