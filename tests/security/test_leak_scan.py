@@ -1,6 +1,6 @@
 """Leak scan (issue 13, point 4): one real daily run (dag.test()) over freshly seeded ERPs,
 the real sandbox, alerts on (a local SMTP server and a webhook receiver) and one OPCO's keys
-refused, then everything the run leaves is read back and searched:
+refused, then the follow-up DAG; everything the runs leave is read back and searched:
 
 task logs (Airflow's log folder and what the run logged), the Airflow metadata database
 (XComs, rendered template fields, run conf, task notes — every table), the reports folder
@@ -115,6 +115,11 @@ def test_nothing_secret_or_personal_in_what_a_run_leaves(leak_erp, airflow_db, t
         caplog.set_level(logging.INFO)
         dr = run_daily({"decision_deadline_minutes": 1})
         states = task_states(dr)
+        # then the follow-up DAG as scheduled after it: states, in-doubt settlement, key checks (alerts)
+        from airflow.dag_processing.dagbag import DagBag
+
+        followup = DagBag(str(settings.PROJECT_DIR / "dags")).dags["cfa_opco_followup"].test()
+        assert task_states(followup)["check_keys"] == "success", task_states(followup)
     run_id = dr.run_id
     # the run did what the scan needs: quality reports, transmissions, refused keys, alerts
     assert states["quality_gate"] == states["send_alerts"] == "success", states
@@ -124,6 +129,7 @@ def test_nothing_secret_or_personal_in_what_a_run_leaves(leak_erp, airflow_db, t
     assert smtp.mails and webhook.hits
     kinds = {h.body.get("kind") for h in webhook.hits}
     assert {"key", "site_anomalies", "rates"} <= kinds, kinds
+    assert any("Clé API refusée ou expirée" in m.subject for m in smtp.mails)   # from check_keys
     # the IBAN too long for its box is quarantined, its message names the field
     long_iban = rows(connector, """SELECT count(*) FROM quality_anomaly WHERE run_id = %s AND rule_code = 'CHAMP_LONGUEUR'
                                    AND field = 'apprenti_adresse_complement'""", run_id)[0][0]
@@ -148,7 +154,8 @@ def test_nothing_secret_or_personal_in_what_a_run_leaves(leak_erp, airflow_db, t
     logged = "\n".join(r.getMessage() + (("\n" + r.exc_text) if r.exc_text else "") for r in caplog.records)
     leaks += watch.scan_text("stdout", out) + watch.scan_text("stderr", err) + watch.scan_text("logging", logged)
     read["log records"] = len(caplog.records)
-    assert read["log records"] > 50
+    assert "transmitting" in logged + out + err, (len(logged), len(out), len(err))
+    assert "[DAG TEST] end task task_id=check_keys" in logged + out + err
 
     # 2. the Airflow metadata database: XComs, rendered template fields, run conf, notes... every table
     found, n = watch.scan_database(settings.dsn("airflow"), "airflow")
