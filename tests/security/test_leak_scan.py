@@ -9,8 +9,9 @@ CLI's JSON and the UI's zip), the UI's pages and CSV/Excel exports of every list
 as delivered, and what the sandbox logged.
 
 Nothing there may hold an OPCO API key, an OAuth client secret, the webhook's token, a full
-NIR of the seeded learners (with or without spaces) or a full IBAN (two are planted in the
-ERP's address complements, where a CFA employee could type one). The one exception is the
+NIR of the seeded learners (with or without spaces) or a full IBAN (planted in the ERPs'
+address complements, where a CFA employee could type one; one of them badly encoded, so
+that extraction reports it, quoting the value). The one exception is the
 OPCO-bound data the connector keeps to send: the frozen dossiers (staged_dossier, documents
 in staged_piece) and the payload in the ledger (transmission.payload) — the norm requires
 the NIR in the payload and the proof of what was sent needs it; nobody reads them: the UI,
@@ -40,6 +41,7 @@ WRONG_KEY = "refused-atlas-key-7f3a9c21"
 # typed in an address complement: too long for the CERFA box (quarantined, the message quotes
 # the value), and one that fits (it leaves with the dossier, in the OPCO-bound payload only)
 IBANS = {"main": "RIB : FR76 3000 6000 0112 3456 7890 189", "est": "FR1420041010050500013M02606"}
+MOJIBAKE_IBAN = "RÃ©f. FR76 3000 6000 0112 3456 7890 189"
 
 # what the connector keeps to send, which the norm requires to carry the NIR (see above)
 # (searched for secrets only)
@@ -62,7 +64,12 @@ def leak_erp(pg_server, tmp_path_factory):
                                         WHERE "ADR_ID" = (SELECT min(s."ADR_ID") FROM "T_STAGIAIRE" s
                                                           JOIN "T_CONTRAT" c USING ("STG_ID"))
                                         RETURNING "ADR_ID" """, IBANS["est"])
-    assert len(planted) == 2
+    # and one typed in a company's address with a badly encoded accent: unreadable at extraction,
+    # whose message quotes the value
+    planted += rows(dsns["erp_main"], """UPDATE entreprise SET adresse_complement = %s
+                                         WHERE id = (SELECT max(entreprise_id) FROM contrat WHERE statut = 'ACTIF')
+                                         RETURNING id""", MOJIBAKE_IBAN)
+    assert len(planted) == 3
     return {**dsns, "files_root": files_root}
 
 
@@ -141,6 +148,9 @@ def test_nothing_secret_or_personal_in_what_a_run_leaves(leak_erp, airflow_db, t
     staged = rows(connector, """SELECT count(*) FROM staged_dossier WHERE run_id = %s
                                 AND apprenti_adresse_complement IN %s""", run_id, tuple(IBANS.values()))[0][0]
     assert staged == 2
+    issues = rows(connector, "SELECT valeur, message FROM extraction_issue WHERE run_id = %s AND field = "
+                             "'employeur_adresse_complement'", run_id)
+    assert issues and all("FR76 **** **** 189" in v and "FR76 **** **** 189" in m for v, m in issues), len(issues)
 
     leaks: list[Leak] = []
     read: dict[str, int] = {}
