@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -85,8 +86,10 @@ def _watchlist(env: dict[str, str], erp: dict) -> Watchlist:
         if conn_id.startswith("opco_"):
             watch.add_secret(conn.get("password"), f"clé API {conn_id}")
             watch.add_secret((conn.get("extra") or {}).get("oauth_client_secret"), f"secret OAuth2 {conn_id}")
-        elif conn.get("password"):
-            watch.add_secret(conn["password"], f"mot de passe de la connexion {conn_id}")
+        else:
+            watch.add_secret(conn.get("password"), f"mot de passe de la connexion {conn_id}")
+            if conn.get("conn_type") == "http":   # a chat webhook's URL is its secret
+                watch.add_secret(urlsplit(conn["host"]).path, f"URL du webhook {conn_id}")
     for (nir,) in rows(erp["erp_main"], "SELECT nir FROM apprenant WHERE nir IS NOT NULL"):
         watch.add_nir(nir)
     for (nir,) in rows(erp["erp_est"], """SELECT "STG_NSS" FROM "T_STAGIAIRE" WHERE "STG_NSS" IS NOT NULL"""):
@@ -118,6 +121,7 @@ def test_nothing_secret_or_personal_in_what_a_run_leaves(leak_erp, airflow_db, t
         watch = _watchlist(env, leak_erp)
         assert any(label.startswith("secret OAuth2 opco_akto_") for label in watch.secrets.values())
         assert WRONG_KEY in watch.secrets and len(watch.nirs) > 200 and len(watch.ibans) == 2
+        assert "URL du webhook alerts_webhook" in watch.secrets.values()
 
         caplog.set_level(logging.INFO)
         dr = run_daily({"decision_deadline_minutes": 1})
@@ -143,7 +147,7 @@ def test_nothing_secret_or_personal_in_what_a_run_leaves(leak_erp, airflow_db, t
     assert long_iban >= 1
     shown = rows(connector, """SELECT valeur FROM quality_anomaly WHERE run_id = %s
                                AND field = 'apprenti_adresse_complement' AND valeur LIKE 'RIB%%'""", run_id)
-    assert shown and all(v == "RIB : FR76 **** **** 189" for (v,) in shown), shown
+    assert shown and all(v == "RIB : FR76 **** **** 189" for (v,) in shown), len(shown)
     # both IBANs were extracted: the one that fits its box is in the dossier frozen to be sent
     staged = rows(connector, """SELECT count(*) FROM staged_dossier WHERE run_id = %s
                                 AND apprenti_adresse_complement IN %s""", run_id, tuple(IBANS.values()))[0][0]
