@@ -149,3 +149,19 @@ def test_proof_body_masks_nir_birth_date_and_secrets():
     text = reading.proof_body(raw, ["SECRET-KEY"])
     assert "006 084" not in text and "1985-05-12" not in text and "SECRET-KEY" not in text
     assert len(reading.proof_body(b"x" * 100_000)) < 20_000
+
+
+@pytest.mark.parametrize("typed", ["FR76 3000 6000 0112 3456 7890 189", "fr7630006000011234567890189",
+                                   "FR14\u00a02004\u00a01010\u00a00505\u00a00001\u00a03M02\u00a0606"])
+def test_an_iban_in_any_text_is_masked(typed):
+    text = reading.mask(f"RIB : {typed}.")
+    compact = typed.replace(" ", "").replace("\u00a0", "").upper()
+    assert compact[4:-3] not in text.replace(" ", "").replace("\u00a0", "")
+    assert text == f"RIB : {compact[:4]} **** **** {compact[-3:]}."
+    assert "3456" not in reading.proof_body(json.dumps({"commentaire": typed}).encode())
+
+
+def test_a_reference_that_only_looks_like_an_iban_is_left_alone():
+    # wrong mod-97 key, or a reference of the norm (numéro DECA, numéro interne)
+    for text in ("FR76 3000 6000 0112 3456 7890 188", "02B202212000000", "MR-2026-000123", "RNCP37125"):
+        assert reading.mask(text) == text

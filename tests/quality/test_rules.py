@@ -189,6 +189,17 @@ def test_text_lengths_are_checked_with_a_french_message():
     assert codes(clean(employeur_adresse_voie="r" * 38)) == set()
 
 
+def test_a_nir_or_an_iban_typed_in_a_text_field_is_masked_in_the_anomaly():
+    nir = clean()["apprenti_nir"]
+    an = R.evaluate(pd.DataFrame([clean(apprenti_adresse_complement="RIB : FR76 3000 6000 0112 3456 7890 189",
+                                        employeur_adresse_voie=f"NIR {nir[:1]} {nir[1:3]} {nir[3:5]} {nir[5:7]} "
+                                                               f"{nir[7:10]} {nir[10:13]} {nir[13:]} rue X" * 2)]))
+    got = an[an["rule_code"] == "CHAMP_LONGUEUR"].set_index("field")
+    assert got.loc["apprenti_adresse_complement", "valeur"] == "RIB : FR76 **** **** 189"
+    assert got.loc["employeur_adresse_voie", "valeur"].startswith("NIR *** rue X")
+    assert "3456" not in " ".join(an["valeur"]) + " ".join(an["message"])
+
+
 def test_theory_share():
     # 23 months of contract: 25 % of 1,607 h/year = ~770 h
     assert errors_of(formation_duree_heures=760) == {"CONTRAT_THEORIE_MIN"}

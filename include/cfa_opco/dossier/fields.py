@@ -17,6 +17,8 @@ import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
 
+from cfa_opco.providers.opco.reading import mask as mask_text
+
 # -- identifiers ---------------------------------------------------------------------------
 # column -> (French label, upper-case it, dots are separators). Blanks of every kind go;
 # dots and dashes go in the long identifiers, where they separate digit groups. In short
@@ -167,9 +169,10 @@ PERSONAL = {"apprenti_nir", "apprenti_date_naissance", "maitre1_date_naissance",
 
 
 def masked(column: str, raw: str) -> str:
-    """How a raw value is shown in messages: personal data masked."""
+    """How a raw value is shown in messages: personal data masked (a NIR or an IBAN typed in
+    any other field too)."""
     if column not in PERSONAL:
-        return raw
+        return mask_text(raw)
     m = _FR.match(raw.strip())
     if m:
         return f"**/{m[2]}/{m[3]}"
@@ -210,7 +213,7 @@ def parse_value(typ: str, raw: str | None, column: str | None = None):
     s = raw.strip()
     if not s:
         return None
-    disp = masked(column, s) if column else s
+    disp = masked(column or "", s)
     if typ == "text":
         if MOJIBAKE.search(s):
             raise Unreadable(f"{_shown(disp)} contient des caractères mal encodés (texte enregistré "

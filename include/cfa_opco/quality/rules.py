@@ -30,6 +30,7 @@ from stdnum.fr import nir as stdnum_nir
 from stdnum.fr import siret as stdnum_siret
 
 from cfa_opco.dossier.model import BY_NAME
+from cfa_opco.providers.opco.reading import mask as mask_text
 from cfa_opco.quality.reference import Reference, catalogue, reference
 
 DOMAIN_KEYS = {               # reference domain -> the ERP reference its rows are deduplicated on
@@ -786,6 +787,12 @@ def _record_label(record: str, f: pd.DataFrame) -> pd.Series:
     return "Dossier " + f["numero_interne"].fillna("")
 
 
+def _masked_text(s: pd.Series) -> np.ndarray:
+    """An anomaly's value or message as every report, export and alert shows it: a NIR or an
+    IBAN typed in any text field (an address complement, a name) masked, here, once."""
+    return s.fillna("").astype(str).map(mask_text).to_numpy()
+
+
 def build_anomalies(batch: Batch, failing: dict[str, np.ndarray], sev: dict[str, str]) -> pd.DataFrame:
     """Failures -> one row per (dossier, anomaly), reference-record anomalies mapped back to
     every dossier that uses the record."""
@@ -800,7 +807,7 @@ def build_anomalies(batch: Batch, failing: dict[str, np.ndarray], sev: dict[str,
         value, message = r.describe(sub)
         rec = pd.DataFrame({
             "rule_code": r.code, "severity": sev.get(r.code, "error"), "domain": r.domain, "field": r.field,
-            "valeur": _s(value).fillna("").to_numpy(), "message": _s(message).fillna("").to_numpy(),
+            "valeur": _masked_text(_s(value)), "message": _masked_text(_s(message)),
             "record_type": r.record, "record_label": _record_label(r.record, sub).to_numpy()})
         if r.domain == "contrat":
             ref_col = RECORD_REFS[r.record]

@@ -63,6 +63,8 @@ NEXT_KEYS = ("next", "nextLink", "next_link", "nextPage", "suivant", "pageSuivan
 
 RE_NIR = re.compile(r"(?<!\d)[12]\s?\d{2}\s?\d{2}\s?(?:\d{2}|2[AB])\s?\d{3}\s?\d{3}(?:\s?\d{2})?(?!\d)")
 RE_BIRTH = re.compile(r'("date_?[Nn]aissance\w*"\s*:\s*)"[^"]*"')
+# an IBAN as typed (grouped by 4 or not); masked only when its mod-97 key checks out
+RE_IBAN = re.compile(r"(?<![0-9A-Za-z])[A-Za-z]{2}\d{2}(?:[ \u00a0]?[0-9A-Za-z]){11,30}(?![0-9A-Za-z])")
 RE_TAGS = re.compile(r"<[^>]+>")
 RE_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 
@@ -145,7 +147,7 @@ class Body:
 
 def _short(text: str, n: int = 120) -> str:
     t = " ".join(RE_TAGS.sub(" ", text or "").split())
-    t = RE_NIR.sub("***", t)
+    t = mask_iban(RE_NIR.sub("***", t))
     return t if len(t) <= n else t[:n - 1] + "…"
 
 
@@ -185,9 +187,23 @@ def _is_number(s: str) -> bool:
         return False
 
 
+def _iban_masked(m: re.Match) -> str:
+    compact = re.sub(r"\s", "", m[0]).upper()
+    moved = compact[4:] + compact[:4]
+    if int("".join(str(int(c, 36)) for c in moved)) % 97 != 1:
+        return m[0]           # not an IBAN (a reference, a number that looks like one)
+    return f"{compact[:4]} **** **** {compact[-3:]}"
+
+
+def mask_iban(text: str) -> str:
+    """Full IBANs in a text shown as ``FR76 **** **** 189``."""
+    return RE_IBAN.sub(_iban_masked, text)
+
+
 def mask(text: str) -> str:
-    """Personal data out of a raw body kept as proof: NIRs and birth dates."""
-    return RE_BIRTH.sub(r'\1"***"', RE_NIR.sub("***", text))
+    """Personal data out of a text a human reads or a raw body kept as proof: NIRs, birth
+    dates, IBANs."""
+    return mask_iban(RE_BIRTH.sub(r'\1"***"', RE_NIR.sub("***", text)))
 
 
 def proof_body(content: bytes | str | None, secrets: Iterable[str] = ()) -> str:
