@@ -80,11 +80,10 @@ def configured_key_ids() -> list[str]:
     """The OPCO connections Airflow holds (metadata database, AIRFLOW_CONN_OPCO_* variables),
     so that a key never used yet is listed too. The API server reads its metadata database;
     a connection only in a secrets backend is listed once a task has used or checked it."""
-    import os
+    from cfa_opco.providers.opco.connections import env_connection_ids   # lazy: only the keys page needs it
+    from cfa_opco.providers.opco.norm import CONN_TYPE, parse_conn_id    # lazy: idem
 
-    from cfa_opco.providers.opco.norm import CONN_TYPE, parse_conn_id   # lazy: only the keys page needs it
-
-    ids = {n[len("AIRFLOW_CONN_"):].lower() for n in os.environ if n.startswith("AIRFLOW_CONN_OPCO_")}
+    ids = env_connection_ids()
     try:
         from airflow.models import Connection              # lazy: the API server's metadata DB
         from airflow.utils.session import create_session   # lazy: idem

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from cfa_opco import key_status
 from cfa_opco.db.connect import airflow_connection, cached_connections, connect, dsn_for
 from cfa_opco.pipeline.config import variable
 from cfa_opco.proofs import ProofRecorder
+from cfa_opco.providers.opco.connections import env_connection_ids
 from cfa_opco.providers.opco.hooks.opco import OpcoHook
 from cfa_opco.providers.opco.norm import opco_label, parse_conn_id
 
@@ -489,9 +489,7 @@ def known_connections(connector: str) -> list[str]:
                 ids.update(r[0] for r in cur.fetchall())
     finally:
         conn.close()
-    for name in os.environ:
-        if name.startswith("AIRFLOW_CONN_OPCO_"):
-            ids.add(name[len("AIRFLOW_CONN_"):].lower())
+    ids |= env_connection_ids()
     return sorted(i for i in ids if parse_conn_id(i)[0])
 
 

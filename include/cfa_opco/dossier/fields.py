@@ -187,22 +187,27 @@ def _shown(raw: str) -> str:
     return "« " + raw + " »"
 
 
-def parse_date(raw: str, disp: str | None = None) -> dt.date:
-    disp = raw if disp is None else disp
+def _show(column: str | None, raw: str) -> str:
+    """A value quoted in an Unreadable message, masked as :func:`masked` shows it; computed
+    only when the message is (extraction parses every cell, masking is for the few bad ones)."""
+    return _shown(masked(column or "", raw))
+
+
+def parse_date(raw: str, column: str | None = None) -> dt.date:
     m = _ISO.match(raw)
     if m:
         y, mo, d = int(m[1]), int(m[2]), int(m[3])
     else:
         m = _FR.match(raw)
         if not m:
-            raise Unreadable(f"{_shown(disp)} n'est pas une date (format attendu : JJ/MM/AAAA ou AAAA-MM-JJ)")
+            raise Unreadable(f"{_show(column, raw)} n'est pas une date (format attendu : JJ/MM/AAAA ou AAAA-MM-JJ)")
         d, mo, y = int(m[1]), int(m[2]), int(m[3])
     try:
         return dt.date(y, mo, d)
     except ValueError:
-        raise Unreadable(f"{_shown(disp)} est une date impossible (ce jour n'existe pas en "
+        raise Unreadable(f"{_show(column, raw)} est une date impossible (ce jour n'existe pas en "
                          f"{mo:02d}/{y})" if 1 <= mo <= 12 else
-                         f"{_shown(disp)} est une date impossible (il n'y a pas de mois {mo})") from None
+                         f"{_show(column, raw)} est une date impossible (il n'y a pas de mois {mo})") from None
 
 
 def parse_value(typ: str, raw: str | None, column: str | None = None):
@@ -213,14 +218,13 @@ def parse_value(typ: str, raw: str | None, column: str | None = None):
     s = raw.strip()
     if not s:
         return None
-    disp = masked(column or "", s)
     if typ == "text":
         if MOJIBAKE.search(s):
-            raise Unreadable(f"{_shown(disp)} contient des caractères mal encodés (texte enregistré "
+            raise Unreadable(f"{_show(column, s)} contient des caractères mal encodés (texte enregistré "
                              "dans un autre encodage que l'UTF-8) : à ressaisir dans l'ERP")
         return s
     if typ == "date":
-        return parse_date(s, disp)
+        return parse_date(s, column)
     if typ == "ts":
         return s
     if typ == "bool":
@@ -229,7 +233,7 @@ def parse_value(typ: str, raw: str | None, column: str | None = None):
             return True
         if low in _FALSE:
             return False
-        raise Unreadable(f"{_shown(disp)} n'est pas une valeur oui/non")
+        raise Unreadable(f"{_show(column, s)} n'est pas une valeur oui/non")
     if typ in ("int", "num"):
         compact = _NUM_BLANKS.sub("", s).replace(",", ".")
         try:
@@ -237,14 +241,14 @@ def parse_value(typ: str, raw: str | None, column: str | None = None):
             if not value.is_finite():
                 raise InvalidOperation
         except InvalidOperation:
-            raise Unreadable(f"{_shown(disp)} n'est pas {EXPECTED[typ]}") from None
+            raise Unreadable(f"{_show(column, s)} n'est pas {EXPECTED[typ]}") from None
         if typ == "int":
             if value != value.to_integral_value():
-                raise Unreadable(f"{_shown(disp)} n'est pas {EXPECTED['int']}")
+                raise Unreadable(f"{_show(column, s)} n'est pas {EXPECTED['int']}")
             if abs(value) > 2_147_483_647:
-                raise Unreadable(f"{_shown(disp)} est hors limites pour {EXPECTED['int']}")
+                raise Unreadable(f"{_show(column, s)} est hors limites pour {EXPECTED['int']}")
             return int(value)
         if abs(value) >= Decimal("100000000"):
-            raise Unreadable(f"{_shown(disp)} est hors limites (au plus 99 999 999,99)")
+            raise Unreadable(f"{_show(column, s)} est hors limites (au plus 99 999 999,99)")
         return value.quantize(Decimal("0.01"))
     raise ValueError(f"unknown column type {typ!r}")

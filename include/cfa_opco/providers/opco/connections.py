@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -50,6 +51,12 @@ def cached_connections() -> Iterator[None]:
             _CACHE_USERS -= 1
             if _CACHE_USERS == 0:
                 _CACHE.clear()
+
+
+def env_connection_ids() -> set[str]:
+    """OPCO connection ids defined as AIRFLOW_CONN_OPCO_* environment variables."""
+    ids = (name[len("AIRFLOW_CONN_"):].lower() for name in os.environ if name.startswith("AIRFLOW_CONN_OPCO_"))
+    return {i for i in ids if parse_conn_id(i)[0]}
 
 
 def airflow_connection(conn_id: str):
