@@ -41,10 +41,15 @@ def reports_root() -> Path:
     return path if path.is_absolute() else settings.PROJECT_DIR / path
 
 
+def _slug(text: str, strip: str) -> str:
+    """A file-system-safe name: runs of other characters become one dash."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(strip)
+
+
 def run_folder_name(run_id: str) -> str:
     """A folder name for a run id (``manual__2026-09-01T06:00:00+00:00`` ->
     ``manual__2026-09-01T06-00-00-00-00``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.") or "run"
+    return _slug(run_id, "-.") or "run"
 
 
 def run_folder(run_id: str, root: Path | None = None) -> Path:
@@ -59,7 +64,7 @@ def run_report_url(run_id: str) -> str:
 
 def site_page(site: str) -> str:
     """A site's page inside a run's folder (``sites/<site>.html``)."""
-    return f"sites/{re.sub(r'[^A-Za-z0-9._-]+', '-', str(site)).strip('-') or 'site'}.html"
+    return f"sites/{_slug(str(site), '-') or 'site'}.html"
 
 
 def site_report_url(run_id: str, site: str) -> str:
