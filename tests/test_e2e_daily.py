@@ -78,6 +78,12 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
         assert not undecided, list(undecided.items())[:5]
         assert summary["accepted"] == sum(1 for e in states.values() if e == "ENGAGE") > 1000
         assert summary["refused"] == sum(1 for e in states.values() if e == "REFUSE") > 0
+        # the conventions de formation followed their contracts; those the gate reported are held
+        conventions = summary["following"]["CONVENTION"]
+        held = {n for (n,) in rows(seeded_erp["erp_main"], "SELECT numero_interne FROM seed_convention_truth")}
+        assert conventions.get("SENT", 0) > 1000 and not conventions.get("PENDING"), conventions
+        assert 0 < conventions["BLOCKED"] <= len(held), conventions
+        assert "| Conventions de formation | " in report
         reported = {n for (n,) in rows(connector, """SELECT numero_interne FROM transmission_plan
                                                        WHERE run_id = %s AND decision <> 'ROUTED'""", run_id)}
         clean = {n for (n,) in rows(connector, "SELECT numero_interne FROM staged_dossier WHERE run_id = %s",

@@ -33,9 +33,20 @@ SELECT
     'T_ACTION:' || a."ACT_ID" AS session_ref,
     'T_TUTEUR:' || t1."TUT_ID" AS maitre1_ref,
     'T_TUTEUR:' || t2."TUT_ID" AS maitre2_ref,
-    greatest(c."CTR_MAJ", e."ENT_MAJ", s."STG_MAJ", a."ACT_MAJ") AT TIME ZONE 'Europe/Paris' AS source_modifie_le,
+    greatest(c."CTR_MAJ", e."ENT_MAJ", s."STG_MAJ", a."ACT_MAJ", cv."CNV_MAJ") AT TIME ZONE 'Europe/Paris' AS source_modifie_le,
     NULL::date AS date_rupture,
     NULL::text AS motif_rupture,
+    -- the convention de formation: the contract's own (an avenant sends none); dates as typed
+    cv."CNV_COUT_PEDA" AS convention_cout_pedagogique,
+    cv."CNV_MT_A1" AS convention_cout_annee1,
+    cv."CNV_MT_A2" AS convention_cout_annee2,
+    cv."CNV_MT_A3" AS convention_cout_annee3,
+    cv."CNV_MT_A4" AS convention_cout_annee4,
+    cv."CNV_EQUIP" AS convention_frais_equipement,
+    cv."CNV_REPAS" AS convention_frais_repas,
+    cv."CNV_HEBERG" AS convention_frais_hebergement,
+    cv."CNV_DDEB" AS convention_date_debut,
+    cv."CNV_DFIN" AS convention_date_fin,
     regexp_replace(e."ENT_SIRET", '\s', '', 'g') AS employeur_siret,
     e."ENT_RS" AS employeur_denomination,
     ea."ADR_NUM" AS employeur_adresse_numero,
@@ -125,6 +136,7 @@ LEFT JOIN "T_ADRESSE" sa ON sa."ADR_ID" = s."ADR_ID"
 LEFT JOIN "T_ADRESSE" sia ON sia."ADR_ID" = si."ADR_ID"
 LEFT JOIN "T_TUTEUR" t1 ON t1."TUT_ID" = c."TUT1_ID"
 LEFT JOIN "T_TUTEUR" t2 ON t2."TUT_ID" = c."TUT2_ID"
+LEFT JOIN "T_CONVENTION" cv ON cv."CTR_ID" = c."CTR_ID" AND c."CTR_NATURE" = 'C'
 LEFT JOIN LATERAL (
     SELECT
         (c.ddeb + interval '0 year')::date AS d1, least((c.ddeb + interval '1 year' - interval '1 day')::date, c.dfin) AS f1,

@@ -40,9 +40,20 @@ SELECT
     'session:' || s.id AS session_ref,
     'maitre:' || m1.id AS maitre1_ref,
     'maitre:' || m2.id AS maitre2_ref,
-    greatest(d.modifie_le, en.modifie_le, ap.modifie_le, s.modifie_le) AS source_modifie_le,
+    greatest(d.modifie_le, en.modifie_le, ap.modifie_le, s.modifie_le, cv.modifie_le) AS source_modifie_le,
     c.date_rupture,
     c.motif_rupture,
+    -- the convention de formation: the contract's own (an avenant sends none)
+    cv.cout_pedagogique AS convention_cout_pedagogique,
+    cv.montant_annee_1 AS convention_cout_annee1,
+    cv.montant_annee_2 AS convention_cout_annee2,
+    cv.montant_annee_3 AS convention_cout_annee3,
+    cv.montant_annee_4 AS convention_cout_annee4,
+    cv.frais_premier_equipement AS convention_frais_equipement,
+    cv.frais_restauration AS convention_frais_repas,
+    cv.frais_hebergement AS convention_frais_hebergement,
+    cv.date_debut AS convention_date_debut,
+    cv.date_fin AS convention_date_fin,
     en.siret AS employeur_siret,
     en.raison_sociale AS employeur_denomination,
     en.adresse_numero AS employeur_adresse_numero,
@@ -127,3 +138,4 @@ JOIN etablissement et ON et.id = s.etablissement_id
 LEFT JOIN maitre_apprentissage m1 ON m1.id = c.maitre1_id
 LEFT JOIN maitre_apprentissage m2 ON m2.id = c.maitre2_id
 LEFT JOIN remu r ON r.contrat_id = c.id
+LEFT JOIN convention_formation cv ON cv.contrat_id = c.id AND d.nature = 'CONTRAT'

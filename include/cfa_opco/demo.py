@@ -62,6 +62,13 @@ def _print_summary(summary: dict, log_path) -> None:
                        ("suivi impossible (OPCO illisible)", "suivi_impossible")):
         if summary.get(key) or key in ("accepted", "refused"):
             print(f"    {label:<60} {summary.get(key, 0):>6}")
+    conventions = (summary.get("following") or {}).get("CONVENTION") or {}
+    if conventions:
+        print(f"  {'conventions de formation (POST /v1/conventions) :':<62}")
+        for label, key in (("transmises", "SENT"), ("retenues (anomalies de la convention)", "BLOCKED"),
+                           ("refusées par l'OPCO", "REJECTED"), ("en doute", "PENDING")):
+            if conventions.get(key) or key == "SENT":
+                print(f"    {label:<60} {conventions.get(key, 0):>6}")
     if summary.get("failed_sources"):
         print(f"  sources NOT extracted   {', '.join(summary['failed_sources'])}")
     print()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from cfa_opco.db.connect import connect
 from cfa_opco.dossier import fields
-from cfa_opco.dossier.model import COLUMN_NAMES, COLUMNS, NATURE_AVENANT
+from cfa_opco.dossier.model import BY_NAME, COLUMN_NAMES, COLUMNS, NATURE_AVENANT, OPTIONAL_COLUMNS
 from cfa_opco.dossier.pieces import stage_pieces
 from cfa_opco.sources import Source
 
@@ -67,27 +67,31 @@ class SourceResult:
     seconds: float = 0.0
 
 
-def check_mapping(cur, source: Source) -> None:
+def check_mapping(cur, source: Source) -> list[str]:
+    """The canonical columns the mapping produces; raises when a required one is missing or
+    an unknown one is returned (optional columns left out are read as NULL)."""
     cur.execute(f"SELECT * FROM ({source.dossiers_sql}) m LIMIT 0")
     produced = [d[0] for d in cur.description]
-    missing = [c for c in COLUMN_NAMES if c not in produced]
+    missing = [c for c in COLUMN_NAMES if c not in produced and c not in OPTIONAL_COLUMNS]
     extra = [c for c in produced if c not in COLUMN_NAMES]
     if missing or extra:
         raise MappingError(
             f"source '{source.id}': its dossiers SQL must return exactly the canonical columns "
             f"(cfa_opco.dossier.model); missing: {', '.join(missing) or 'none'}; "
             f"unexpected: {', '.join(extra) or 'none'}")
+    return produced
 
 
 def _read_source(source: Source, spool) -> None:
     """The source's rows, in PostgreSQL's text COPY format, as raw bytes (no cast, no
     decoding: both are done row by row by :class:`RowReader`)."""
-    cols = ", ".join(f"m.{c}" for c in COLUMN_NAMES)
     conn = connect(source.connection, application_name=f"cfa_opco.extract.{source.id}")
     try:
         conn.set_session(readonly=True)
         with conn.cursor() as cur:
-            check_mapping(cur, source)
+            produced = set(check_mapping(cur, source))
+            cols = ", ".join(f"m.{c}" if c in produced else f"NULL::{BY_NAME[c].sql_type} AS {c}"
+                             for c in COLUMN_NAMES)
             cur.copy_expert(f"COPY (SELECT {cols} FROM ({source.dossiers_sql}) m) TO STDOUT", spool)
     finally:
         conn.close()

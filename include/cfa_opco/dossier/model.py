@@ -38,6 +38,16 @@ maitre2_ref                     text  -
 source_modifie_le               ts    -
 date_rupture                    date  -
 motif_rupture                   text  -
+convention_cout_pedagogique     num   -
+convention_cout_annee1          num   -
+convention_cout_annee2          num   -
+convention_cout_annee3          num   -
+convention_cout_annee4          num   -
+convention_frais_equipement     num   -
+convention_frais_repas          num   -
+convention_frais_hebergement    num   -
+convention_date_debut           date  -
+convention_date_fin             date  -
 employeur_siret                 text  employeur.siret
 employeur_denomination          text  employeur.denomination
 employeur_adresse_numero        text  employeur.adresse.numero
@@ -139,6 +149,10 @@ COLUMNS: tuple[Column, ...] = tuple(
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 BY_NAME = {c.name: c for c in COLUMNS}
 REMUNERATION_YEARS = 4
+
+# columns a source's mapping may leave out (read as NULL): the convention de formation is
+# sent only by the ERPs that hold its costs
+OPTIONAL_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMN_NAMES if c.startswith("convention_"))
 
 NATURE_CONTRAT = "CONTRAT"
 NATURE_AVENANT = "AVENANT"

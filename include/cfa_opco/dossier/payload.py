@@ -13,7 +13,8 @@ from cfa_opco.providers.opco.proofs import canonical_json
 _PERSON_BLOCKS = ("maitre2",)
 
 
-def _json_value(value: Any, typ: str) -> Any:
+def json_value(value: Any, typ: str) -> Any:
+    """A canonical column's value as the norm's JSON carries it (dates ISO, amounts 2 decimals)."""
     if value is None or (isinstance(value, float) and value != value):
         return None
     return _CONVERT.get(typ, _TEXT)(value)
@@ -69,15 +70,15 @@ def build_payload(row: Mapping[str, Any], numero_contrat_precedent: str | None =
     doc["organismeFormation"]["etablissementFormation"] = None
     remunerations = []
     for n in range(1, REMUNERATION_YEARS + 1):
-        taux = _json_value(row.get(f"remu{n}_taux"), "num")
+        taux = json_value(row.get(f"remu{n}_taux"), "num")
         if taux is None:
             continue
         remunerations.append({
             "annee": n,
-            "dateDebut": _json_value(row.get(f"remu{n}_date_debut"), "date"),
-            "dateFin": _json_value(row.get(f"remu{n}_date_fin"), "date"),
+            "dateDebut": json_value(row.get(f"remu{n}_date_debut"), "date"),
+            "dateFin": json_value(row.get(f"remu{n}_date_fin"), "date"),
             "taux": taux,
-            "typeSalaire": _json_value(row.get(f"remu{n}_base"), "text") or "SMIC",
+            "typeSalaire": json_value(row.get(f"remu{n}_base"), "text") or "SMIC",
         })
     doc["contrat"]["remunerationsAnnuelles"] = remunerations
     if row.get("nature") == NATURE_AVENANT and not doc["contrat"]["numeroContratPrecedent"]:

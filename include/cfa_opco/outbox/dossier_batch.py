@@ -9,7 +9,9 @@ reads the ERP.
 - An avenant needs its base contract's numéro DECA: when that contract is in this batch, the
   avenant waits for its outcome and joins the next chunk as soon as it is recorded; when the
   DECA is unknown, the avenant gets a WAITING ledger row that says why.
-- A contract's documents leave once the OPCO holds the contract.
+- A contract's documents leave once the OPCO holds the contract, and so does its convention de
+  formation (where the OPCO serves ``/v1/conventions``) — unless the gate reported it
+  (``CONVENTION_*`` anomalies): then it is BLOCKED with those reasons, until the ERP corrects it.
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ import collections
 
 from cfa_opco.dossier import pieces as staged_pieces
 from cfa_opco.dossier.model import NATURE_AVENANT
+from cfa_opco.quality.held import held_conventions
 
 from . import ledger, policy
 from .flow import Flow
-from .operations import AVENANT, DOSSIER, PIECE, RUPTURE, Job
+from .operations import AVENANT, CONVENTION, DOSSIER, PIECE, RUPTURE, Job
+from .operations.convention import has_convention
 from .policy import Fate
 from .status import Status
 
@@ -32,6 +36,7 @@ class DossierBatch(Flow):
         self.held: dict[tuple, list[dict]] = {}      # base contract -> its avenants in this batch
         self.later: list[Job] = []                   # ruptures found while preparing: next take
         self.pieces: dict[tuple, list[dict]] = {}
+        self.conventions_held: dict[tuple, str] = {}   # (source, numero) -> why its convention waits
 
     def start(self, runner) -> None:
         super().start(runner)
@@ -40,6 +45,7 @@ class DossierBatch(Flow):
         if not runner.dry_run:
             self.pieces = staged_pieces.load_staged_pieces(
                 runner.db(), runner.run_id, [(r["source_id"], r["numero_interne"]) for r in contracts])
+            self.conventions_held = held_conventions(runner.db(), runner.run_id)
         in_batch = {(r["source_id"], r["numero_interne"]) for r in contracts}
         self.feed.extend(contracts)
         for r in rows:
@@ -67,6 +73,8 @@ class DossierBatch(Flow):
                 follow += self._piece_jobs(j.row)
                 if j.row.get("date_rupture"):
                     follow += self._rupture_jobs(j.row)
+                if has_convention(j.row) and self.runner.send_hook.capabilities.serves("conventions_v1"):
+                    follow += self._convention_jobs(j.row)
         return follow
 
     def drained(self) -> bool:
@@ -110,17 +118,34 @@ class DossierBatch(Flow):
     def _rupture_jobs(self, row: dict) -> list[Job]:
         """The contract's rupture, once the OPCO holds the contract (the CERFA payload has no
         rupture: it is an exchange of its own)."""
-        rupture = Job(RUPTURE, row, RUPTURE.prepare(row, None))
-        past = self.history.get((row["source_id"], row["numero_interne"], RUPTURE.code), [])
-        fate, in_doubt = policy.fate(rupture.prepared.digest, past, False)
-        if fate is Fate.RESOLVE:          # no read route for a rupture: sent again
-            rupture.tid = in_doubt["id"]
-            return [rupture]
-        if fate in (Fate.NEW, Fate.CHANGED_AFTER_SEND):
-            ready: list[Job] = []
-            self.insert([rupture], ready)
-            return ready
-        return []
+        return self._follow(Job(RUPTURE, row, RUPTURE.prepare(row, None)))
+
+    def _convention_jobs(self, row: dict) -> list[Job]:
+        """The contract's convention de formation, once the OPCO holds the contract; held
+        (BLOCKED, with the gate's reasons) while the gate reports it."""
+        job = Job(CONVENTION, row, CONVENTION.prepare(row, None))
+        why = self.conventions_held.get((row["source_id"], row["numero_interne"]))
+        if why:
+            job.status, job.message = Status.BLOCKED, f"Convention de formation non transmise : {why}"[:1000]
+        return self._follow(job)
+
+    def _follow(self, job: Job) -> list[Job]:
+        """An exchange that follows the contract and has no read route: once per content; in
+        doubt, sent again; held before (BLOCKED) and now clear, its ledger row is reopened."""
+        past = self.history.get((job.row["source_id"], job.numero, job.op.code), [])
+        fate, in_doubt = policy.fate(job.prepared.digest, past, False)
+        if fate is Fate.RESOLVE:
+            job.tid = in_doubt["id"]
+            return [job]
+        if fate not in (Fate.NEW, Fate.CHANGED_AFTER_SEND):
+            return []
+        held = [t for t in past if t["status"] == Status.BLOCKED and t["content_hash"] == job.prepared.digest]
+        if held and job.status is None:
+            job.tid = ledger.reopen_blocked(self.runner.db(), held[-1]["id"])
+            return [job] if job.tid is not None else []
+        ready: list[Job] = []
+        self.insert([job], ready)
+        return ready
 
     def _record_waiting(self, rows: list[dict]) -> None:
         """Avenants whose base contract has no numéro DECA: a WAITING ledger row (once per run

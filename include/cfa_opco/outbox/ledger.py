@@ -79,6 +79,17 @@ def insert_intents(conn, run_id: str, conn_id: str, jobs: list[Job]) -> None:
         j.tid = ids.get((j.row["source_id"], j.numero, j.op.code, j.prepared.digest))
 
 
+def reopen_blocked(conn, tid: int) -> int | None:
+    """A BLOCKED intent whose reason is gone (the gate no longer holds it) becomes an intent
+    again, committed before it leaves; None when it was not BLOCKED any more."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE transmission SET status = 'PENDING', message = NULL, erreurs = NULL "
+                    "WHERE id = %s AND status = 'BLOCKED' RETURNING id", (tid,))
+        row = cur.fetchone()
+    conn.commit()
+    return row[0] if row else None
+
+
 def record_outcomes(conn, run_id: str, conn_id: str, jobs: Iterable[Job]) -> None:
     """The outcomes of jobs done, and what the OPCO said, in one transaction: the ledger rows;
     for a dossier now held by the OPCO, its record, its first state and the registry."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 @dataclass
 class BatchResult:
     """Dossier counters (sent ... dry_run: one per dossier of the batch), then those of the
-    exchanges that follow a dossier (pièces, ruptures), then how the sending went."""
+    exchanges that follow a dossier (pièces, ruptures, conventions), then how the sending went."""
     conn_id: str
     sent: int = 0
     already_sent: int = 0
@@ -27,6 +27,10 @@ class BatchResult:
     ruptures_rejected: int = 0
     ruptures_blocked: int = 0
     ruptures_in_doubt: int = 0
+    conventions_sent: int = 0
+    conventions_rejected: int = 0
+    conventions_blocked: int = 0      # held: its CONVENTION_* anomalies say why (or the route is not served)
+    conventions_in_doubt: int = 0
     retried_later: int = 0        # answers 429 (Retry-After honoured for that request)
     ambiguous: int = 0            # answers lost (timeout, dropped connection, 5xx, unreadable)
     read_backs: int = 0           # grouped read-back calls that settled them

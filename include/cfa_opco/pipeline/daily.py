@@ -113,6 +113,7 @@ def summarize(context, extraction: dict, quality: dict | None = None,
         "dry_run": b["dry_run"],
         "not_processed": b["not_processed"],
         "reasons": result["reasons"],
+        "following": run_report.following_exchanges(config.CONNECTOR_CONN_ID, run_id),
         "failed_sources": extraction.get("failed_sources", []),
         # ERP rows that could not be staged at all (no readable numero_interne): not dossiers
         # of the run, shown apart so that nothing read from an ERP goes unmentioned

@@ -26,6 +26,11 @@ BUCKETS = {
     "dry_run": "Essai à blanc (rien envoyé)",
     "not_processed": "Non traités (tâche d'envoi non exécutée ou interrompue)",
 }
+# the exchanges that follow a dossier once the OPCO holds it (not buckets: a dossier may have
+# several documents, one convention, one rupture): operation -> label, and their outcomes
+FOLLOWING = {"CONVENTION": "Conventions de formation", "PIECE": "Pièces justificatives", "RUPTURE": "Ruptures"}
+FOLLOWING_STATUSES = {"SENT": "transmises", "REJECTED": "refusées par l'OPCO",
+                      "BLOCKED": "retenues (avec la raison)", "PENDING": "en doute"}
 # the OPCO's decision on the transmitted ones (a breakdown of "transmitted", not a bucket)
 DECISIONS = ("accepted", "refused", "pending_decision", "incomplete", "suivi_impossible")
 
@@ -124,6 +129,17 @@ class CountsDoNotAddUp(RuntimeError):
     pass
 
 
+def following_exchanges(connector: str, run_id: str) -> dict[str, dict[str, int]]:
+    """{operation: {status: n}} of this run's conventions, pièces and ruptures (the ledger's)."""
+    with connection(connector) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT operation, status, count(*) FROM transmission WHERE run_id = %s
+                       AND operation = ANY(%s) GROUP BY 1, 2""", (run_id, list(FOLLOWING)))
+        out: dict[str, dict[str, int]] = {}
+        for op, status, n in cur.fetchall():
+            out.setdefault(op, {})[status] = n
+    return out
+
+
 def check_totals(extracted: int, result: dict) -> None:
     """extracted (+ dossiers brought in by a forced resend) = sum of the buckets, else a clear error."""
     total = sum(result["buckets"].values())
@@ -173,6 +189,15 @@ def write_markdown(path: Path, summary: dict, result: dict) -> Path:
                 extra = f" (contrat de base {d['contrat_de_base']})" if d.get("contrat_de_base") else ""
                 reason = (d["raison"] or "").replace("|", "/")
                 lines.append(f"| {d['source_id']} | {d['numero_interne']}{extra} | {reason} |")
+    following = summary.get("following") or {}
+    if following:
+        lines += ["", "## Échanges qui suivent les dossiers transmis", "",
+                  "| Échange | " + " | ".join(FOLLOWING_STATUSES.values()) + " |",
+                  "|---|" + "---:|" * len(FOLLOWING_STATUSES)]
+        for op, label in FOLLOWING.items():
+            if following.get(op):
+                lines.append(f"| {label} | " + " | ".join(str(following[op].get(st, 0))
+                                                           for st in FOLLOWING_STATUSES) + " |")
     if summary.get("reports"):
         lines += ["", f"Rapports qualité : {summary['reports']}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

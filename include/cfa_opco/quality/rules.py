@@ -71,6 +71,7 @@ CONTRAT_COLUMNS = [
     *[f"remu{n}_{c}" for n in range(1, 5) for c in ("date_debut", "taux", "base")],
     "formation_date_debut", "formation_date_fin", "formation_duree_heures", "formation_intitule",
     "cfa_denomination",
+    *[c for c in BY_NAME if c.startswith("convention_")],
 ]
 # length limits (cfa_opco.dossier.fields.TEXT_LIMITS): each text is checked on the record it
 # belongs to (the employer's address on the company, once for all its dossiers)
@@ -394,8 +395,41 @@ def _prep_contrat(f: pd.DataFrame, ref: Reference) -> pd.DataFrame:
     f["_remu_bad_min"], f["_remu_bad_age"] = worst_min, worst_age
     base = np.where((f["remu1_base"].str.upper() == "SMC").fillna(False).to_numpy() & ~np.isnan(smc),
                     smc, smic)
+    _prep_convention(f)
     f["_salaire_min"] = np.floor(f["remu1_taux"].to_numpy() / 100 * base * f["_hebdo"].to_numpy() / 35 * 100) / 100
     return f
+
+
+# the convention de formation (POST /v1/conventions): its costs and the period it covers
+CONVENTION_COSTS = {"convention_cout_pedagogique": "coût pédagogique",
+                    **{f"convention_cout_annee{n}": f"montant de l'année {n}" for n in range(1, 5)},
+                    "convention_frais_equipement": "frais de premier équipement",
+                    "convention_frais_repas": "frais de restauration",
+                    "convention_frais_hebergement": "frais d'hébergement"}
+CONVENTION_YEARS = [f"convention_cout_annee{n}" for n in range(1, 5)]
+
+
+def _convention_missing(f: pd.DataFrame) -> pd.Series:
+    """'coût pédagogique manquant, date de fin manquante'... per row."""
+    out = pd.Series("", index=f.index, dtype="object")
+    for col, what in (("convention_cout_pedagogique", "coût pédagogique manquant"),
+                      ("convention_date_debut", "date de début manquante"),
+                      ("convention_date_fin", "date de fin manquante")):
+        out = out + np.where(f[col].isna(), what + ", ", "")
+    return out.str.removesuffix(", ")
+
+
+def _prep_convention(f: pd.DataFrame) -> None:
+    costs = f[list(CONVENTION_COSTS)]
+    f["_cv"] = (costs.notna().any(axis=1) | f["convention_date_debut"].notna()
+                | f["convention_date_fin"].notna()).astype(bool)
+    neg_label = pd.Series(pd.NA, index=f.index, dtype="object")
+    neg_value = pd.Series(np.nan, index=f.index)
+    for col, label in reversed(CONVENTION_COSTS.items()):   # the first negative line is named
+        bad = f[col] < 0
+        neg_label, neg_value = neg_label.mask(bad, label), neg_value.mask(bad, f[col])
+    f["_cv_neg_label"], f["_cv_neg"] = neg_label, neg_value
+    f["_cv_annees"] = f[CONVENTION_YEARS].sum(axis=1, min_count=1)
 
 
 PREPARE = {"entreprise": _prep_entreprise, "apprenant": _prep_apprenant, "session": _prep_session,
@@ -716,6 +750,43 @@ add_rule("CONTRAT_RUPTURE_DATE", "contrat", "date_rupture", ["date_rupture", "co
          lambda f: (fmt_date(f["date_rupture"]), "La date de rupture (" + fmt_date(f["date_rupture"])
                     + ") est hors de la période du contrat (" + fmt_date(f["contrat_date_debut"]) + " → "
                     + fmt_date(f["contrat_date_fin"]) + ")"))
+
+# -- the convention de formation (reported; the dossier still leaves, the convention waits) ---
+add_rule("CONVENTION_COUT_NEGATIF", "contrat", "convention_cout_pedagogique", ["_cv", "_cv_neg", "_cv_neg_label"],
+         "Les coûts de la convention de formation sont positifs ou nuls",
+         lambda f: f["_cv"] & f["_cv_neg"].notna(),
+         lambda f: (fmt_num(f["_cv_neg"], 2), "La convention de formation porte un montant négatif ("
+                    + f["_cv_neg_label"].astype("str") + " : " + fmt_num(f["_cv_neg"], 2)
+                    + " €) : un coût est positif ou nul ; la convention n'est pas transmise tant qu'il n'est "
+                    "pas corrigé dans l'ERP"))
+add_rule("CONVENTION_INCOMPLETE", "contrat", "convention_cout_pedagogique",
+         ["_cv", "convention_cout_pedagogique", "convention_date_debut", "convention_date_fin"],
+         "Une convention de formation a son coût pédagogique et ses dates",
+         lambda f: f["_cv"] & (f["convention_cout_pedagogique"].isna() | f["convention_date_debut"].isna()
+                               | f["convention_date_fin"].isna()),
+         lambda f: (pd.Series("(vide)", index=f.index), "La convention de formation est incomplète ("
+                    + _convention_missing(f)
+                    + ") : la compléter dans l'ERP pour qu'elle soit transmise"))
+add_rule("CONVENTION_COUTS_INCOHERENTS", "contrat", "convention_cout_pedagogique",
+         ["_cv", "_cv_neg", "_cv_annees", "convention_cout_pedagogique"],
+         "Le coût pédagogique de la convention est la somme de ses montants annuels",
+         lambda f: f["_cv"] & f["_cv_neg"].isna() & f["convention_cout_pedagogique"].notna()
+         & f["_cv_annees"].notna() & ((f["_cv_annees"] - f["convention_cout_pedagogique"]).abs() > 1),
+         lambda f: (fmt_num(f["convention_cout_pedagogique"], 2),
+                    "Le coût pédagogique de la convention (" + fmt_num(f["convention_cout_pedagogique"], 2)
+                    + " €) ne correspond pas à la somme de ses montants annuels (" + fmt_num(f["_cv_annees"], 2)
+                    + " €) : corriger l'un ou l'autre dans l'ERP"))
+add_rule("CONVENTION_DATES_HORS_CONTRAT", "contrat", "convention_date_fin",
+         ["_cv", "_ordre_ok", "convention_date_debut", "convention_date_fin", "contrat_date_debut", "contrat_date_fin"],
+         "La convention de formation couvre une période comprise dans celle du contrat",
+         lambda f: f["_cv"] & f["_ordre_ok"] & f["convention_date_debut"].notna() & f["convention_date_fin"].notna()
+         & ((f["convention_date_debut"] < f["contrat_date_debut"]) | (f["convention_date_fin"] > f["contrat_date_fin"])
+            | (f["convention_date_fin"] <= f["convention_date_debut"])),
+         lambda f: (fmt_date(f["convention_date_fin"]),
+                    "La convention de formation couvre du " + fmt_date(f["convention_date_debut"]) + " au "
+                    + fmt_date(f["convention_date_fin"]) + ", hors de la période du contrat ("
+                    + fmt_date(f["contrat_date_debut"]) + " → " + fmt_date(f["contrat_date_fin"])
+                    + ") : corriger ses dates dans l'ERP"))
 
 RULES_BY_ID = {r.id: r for r in RULES}
 assert len(RULES_BY_ID) == len(RULES), "duplicate rule id"

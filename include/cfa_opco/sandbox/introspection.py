@@ -210,6 +210,19 @@ def add_introspection(app, sb) -> None:
         d = sb.store.find_dossier(o, siren or row[0], numeroInterne)
         return J(sb.store.full_dossier(d, sb.store.now()))
 
+    @r.get("/conventions")
+    async def conventions_dump(opco: str):
+        """The conventions de formation received, per dossier: how many, and the last one."""
+        o = opco_arg(opco)
+        out: dict[str, dict] = {}
+        for ni, payload in sb.store.db.execute(
+                "SELECT d.numero_interne, c.payload FROM conventions c JOIN dossiers d ON d.id = c.dossier_id "
+                "WHERE c.opco=? ORDER BY c.created_t, c.id", (o,)):
+            item = out.setdefault(ni, {"count": 0})
+            item["count"] += 1
+            item["last"] = json.loads(payload)
+        return J({"conventions": out})
+
     @r.post("/flush")
     async def flush():
         sb.store.flush_stats()

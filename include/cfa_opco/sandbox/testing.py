@@ -148,6 +148,10 @@ class SandboxServer:
     def creations(self, opco: str, siren: str | None = None) -> dict:
         return self._j("GET", "/creations", params={"opco": opco, **({"siren": siren} if siren else {})})
 
+    def conventions(self, opco: str) -> dict:
+        """{numeroInterne: {count, last}} of the conventions de formation this OPCO received."""
+        return self._j("GET", "/conventions", params={"opco": opco})["conventions"]
+
     def set_faults(self, **faults: Any) -> dict:
         """Replace the fault profile (unspecified shares are 0)."""
         return self._j("PUT", "/faults", json=faults)

@@ -3,11 +3,12 @@ module here plus its tests: docs/outbox.md shows a worked example (the invoice).
 from __future__ import annotations
 
 from .base import Attempt, Found, Job, Operation, Prepared
+from .convention import CONVENTION
 from .dossier import AVENANT, DOSSIER
 from .piece import PIECE
 from .rupture import RUPTURE
 
 # ledger code -> operation (AVENANT shares DOSSIER's code: same route, same ledger rows)
-BY_CODE = {op.code: op for op in (DOSSIER, PIECE, RUPTURE)}
+BY_CODE = {op.code: op for op in (DOSSIER, PIECE, RUPTURE, CONVENTION)}
 
-__all__ = ["AVENANT", "Attempt", "Found", "BY_CODE", "DOSSIER", "Job", "Operation", "PIECE", "Prepared", "RUPTURE"]
+__all__ = ["AVENANT", "Attempt", "CONVENTION", "Found", "BY_CODE", "DOSSIER", "Job", "Operation", "PIECE", "Prepared", "RUPTURE"]
