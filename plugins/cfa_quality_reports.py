@@ -21,7 +21,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from cfa_opco import report_location, report_runs
+from cfa_opco import report_location, report_runs, report_store
 
 URL_PREFIX = report_location.QUALITY_UI_PREFIX
 
@@ -52,6 +52,7 @@ def create_app(authenticated: bool = True):
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request):
         root = report_location.reports_root()
+        report_store.pull_runs(root)      # (an object store: what every worker published)
         entries = report_runs.list_runs(root)[:500]
         table = report_runs.runs_table(
             entries, lambda e: f"{base(request)}/runs/{quote(e.run_id, safe='')}" if e.has_report else None)
@@ -64,6 +65,8 @@ def create_app(authenticated: bool = True):
     @app.get("/runs/{run_id:path}")
     def run_report(run_id: str, request: Request):
         folder = report_location.run_folder(run_id)
+        for marker in report_store.MARKERS:
+            report_store.pull_file(f"{folder.name}/{marker}")
         if not (folder / report_location.INDEX).is_file():
             entry = report_runs.run_entry(folder) if folder.is_dir() else None
             more = ""
@@ -84,9 +87,10 @@ def create_app(authenticated: bool = True):
         target = (root / path).resolve()
         if root not in target.parents and target != root:
             raise HTTPException(404)
-        if target.is_dir():
+        if target.is_dir() or not target.suffix:
             target = target / report_location.INDEX
-        if not target.is_file():
+        target = report_store.pull_file(target.relative_to(root).as_posix(), root)
+        if target is None or not target.is_file():
             raise HTTPException(404)
         media = "text/plain; charset=utf-8" if target.suffix == ".md" else None   # shown, not downloaded
         return FileResponse(target, media_type=media)

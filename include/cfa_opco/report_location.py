@@ -4,7 +4,8 @@ the tests.
 
 The reports root is the Airflow Variable ``cfa_opco_reports_dir`` when it is set (a relative
 path is taken from the project folder), else ``settings.REPORTS_DIR`` (env
-``CFA_REPORTS_DIR``, default ``var/reports``). Every run has its own folder under the root,
+``CFA_REPORTS_DIR``, default ``var/reports``). The Variable may also be an object-store URL
+(``s3://…``; :mod:`cfa_opco.report_store`): the root is then a local working copy. Every run has its own folder under the root,
 named from its run id by :func:`run_folder_name`; earlier runs stay readable.
 
 Works in a task (the Task SDK reads the Variable through the supervisor) and in the API
@@ -32,10 +33,18 @@ def _variable(name: str) -> str | None:
         return None
 
 
+def reports_store_url() -> str | None:
+    """The Variable when it names an object store (``s3://…``, ``file:///…``): the reports
+    are then published there (:mod:`cfa_opco.report_store`); None for a local folder."""
+    value = (_variable(REPORTS_VARIABLE) or "").strip()
+    return value.rstrip("/") if "://" in value else None
+
+
 def reports_root() -> Path:
-    """The folder that holds every run's report folder."""
+    """The local folder that holds every run's report folder (with an object store, the
+    working copy each task writes into and publishes from)."""
     value = _variable(REPORTS_VARIABLE)
-    if not value:
+    if not value or "://" in value:
         return Path(settings.REPORTS_DIR)
     path = Path(value)
     return path if path.is_absolute() else settings.PROJECT_DIR / path

@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cfa_opco import report_location
+from cfa_opco import report_location, report_store
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ def keep_runs() -> int:
 
 
 def prune(root: Path, keep: int, current: Path | None = None) -> list[Path]:
-    """Delete the run folders beyond the ``keep`` newest (never ``current``); return them."""
+    """Delete the run folders beyond the ``keep`` newest (never ``current``), here and in
+    the reports store; return them."""
     if keep <= 0:
         return []
     removed = []
@@ -121,6 +122,7 @@ def prune(root: Path, keep: int, current: Path | None = None) -> list[Path]:
         if current is not None and entry.folder.resolve() == Path(current).resolve():
             continue
         shutil.rmtree(entry.folder, ignore_errors=True)
+        report_store.remove(entry.folder.name)
         removed.append(entry.folder)
     if removed:
         log.info("reports retention (%d runs kept): %d old run folder(s) deleted", keep, len(removed))
@@ -166,7 +168,13 @@ def write_home(root: Path) -> Path:
 
 
 def refresh(root: Path | None = None, current: Path | None = None) -> Path:
-    """After a run wrote into its folder: apply the retention, rewrite the home page."""
+    """After a run wrote into its folder: apply the retention, rewrite the home page (over
+    every run the reports store holds, when there is one) and publish both."""
     root = Path(root) if root is not None else report_location.reports_root()
+    report_store.pull_runs(root)
     prune(root, keep_runs(), current)
-    return write_home(root)
+    home = write_home(root)
+    if current is not None:
+        report_store.publish(Path(current), root)
+    report_store.publish(root, root)
+    return home

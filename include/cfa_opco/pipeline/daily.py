@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 
-from cfa_opco import report_location, report_runs
+from cfa_opco import report_location, report_runs, report_store
 from cfa_opco.connector import migrate
 from cfa_opco.extraction import extract as extract_batch
 from cfa_opco.pipeline import config, run_report
@@ -180,6 +180,7 @@ def attention(context, summary: dict | None) -> dict:
     folder = report_location.run_folder(_run_id(context))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "attention.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    report_store.publish(folder, names=["attention.json"])
     if message is None:
         log.info("nothing left unsent: every dossier transmitted or quarantined")
         return result
