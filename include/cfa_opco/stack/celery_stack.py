@@ -272,9 +272,15 @@ class CeleryStack:
                     raise SystemExit(f"the DAG {DAG_ID} is not known after {timeout:.0f} s (see "
                                      f"{self.run_dir / 'dag-processor.log'})")
                 time.sleep(2)
-            client.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
-            client.post(f"/dags/{DAG_ID}/dagRuns", json={"dag_run_id": run_id, "logical_date": None,
+            # Unpausing makes the scheduler start the latest missed 06:00 run (catchup=False):
+            # a paused DAG's run is triggered at that very time instead, so that it is the only one
+            dag = client.get(f"/dags/{DAG_ID}").json()
+            logical = dag.get("next_dagrun_logical_date") if dag.get("is_paused") else None
+            if logical and dt.datetime.fromisoformat(logical.replace("Z", "+00:00")) > dt.datetime.now(dt.timezone.utc):
+                logical = None
+            client.post(f"/dags/{DAG_ID}/dagRuns", json={"dag_run_id": run_id, "logical_date": logical,
                                                           "conf": conf or {}}).raise_for_status()
+            client.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
         return run_id
 
     def run_state(self, run_id: str) -> str:
