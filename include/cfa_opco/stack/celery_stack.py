@@ -304,7 +304,7 @@ class CeleryStack:
             time.sleep(3)
         return state
 
-    def replay(self, seed_value: int, dossiers: int, conf: dict | None = None) -> str:
+    def replay(self, seed_value: int, dossiers: int, conf: dict | None = None, run_id: str | None = None) -> str:
         """Reseed the ERPs, reset the connector's database and the sandbox, trigger one run."""
         from cfa_opco.connector import migrate  # lazy: only when resetting
         from cfa_opco.erp.generator import seed  # lazy: the generator is only for replays
@@ -315,7 +315,7 @@ class CeleryStack:
         seed(seed_value, dossiers, files_root=self.erp_files)
         httpx.post(f"{self.sandbox_url}/_sandbox/reset", json={"keep_settings": True}, timeout=30,
                    trust_env=False).raise_for_status()
-        run_id = self.trigger(conf)
+        run_id = self.trigger(conf, run_id)
         print(f"[celery] ERPs reseeded ({dossiers} dossiers, seed {seed_value}), sandbox reset; run {run_id}: "
               f"{self.api_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}")
         return run_id
@@ -346,10 +346,13 @@ def services_answer(broker_url: str, timeout: float = 3.0) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cfa_opco.stack.celery_stack")
-    parser.add_argument("action", choices=["start", "stop", "status", "check", "replay"])
+    parser.add_argument("action", choices=["start", "stop", "status", "check", "replay", "kill", "restart"])
+    parser.add_argument("component", nargs="?", help="kill/restart: sandbox, api-server, scheduler, "
+                                                      "dag-processor, triggerer, worker1...")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--dossiers", type=int, default=2000)
     parser.add_argument("--conf", default="{}", help="the run's conf (JSON), for replay")
+    parser.add_argument("--run-id", default=None, help="the run's id, for replay")
     args = parser.parse_args(argv)
     stack = CeleryStack.from_env()
     if args.action == "check":
@@ -365,8 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "status":
         for name, pid in stack.status().items():
             print(f"{name:<14} {'running (pid %s)' % pid if pid else 'stopped'}")
+    elif args.action in ("kill", "restart"):
+        if args.component not in stack.names():
+            parser.error(f"{args.action} what? one of {', '.join(stack.names())}")
+        if args.action == "kill":   # a crash of the whole process group
+            print(f"{args.component} killed (pid {stack.kill(args.component)})")
+        else:
+            stack.restart(args.component)
     else:
-        stack.replay(args.seed, args.dossiers, json.loads(args.conf))
+        stack.replay(args.seed, args.dossiers, json.loads(args.conf), args.run_id)
     return 0
 
 
