@@ -23,7 +23,7 @@ from tests.stack.celery_stack import CONF, DOSSIERS, SEED
 
 pytestmark = pytest.mark.skipif(celery_stack.skip_reason() is not None, reason=celery_stack.skip_reason() or "")
 
-COMPARED = ("extracted", "passed_quality", "quarantined", "transmitted", "buckets")
+COMPARED = ("extracted", "passed_quality", "quarantined", "transmitted", "buckets", "accepted", "refused", "incomplete")
 
 
 @pytest.fixture(scope="module")
