@@ -176,6 +176,11 @@ class CeleryStack:
         """Create the databases (if missing) on the configured PostgreSQL, migrate Airflow's,
         apply airflow_settings.yaml (OPCO connections on this stack's sandbox, postgres ones on
         this server) and the stack's Variables."""
+        if not (self.home / "fernet.key").exists() and self._database_exists(settings.DATABASES["airflow"]):
+            # a fresh var/ (make clean) has a new Fernet key: the metadata left by the previous one
+            # could not be decrypted, so it starts again (connector and ERP databases are kept)
+            embedded_pg.recreate_database(settings.DATABASES["airflow"])
+            print(f"[celery] new var/: metadata database {settings.DATABASES['airflow']} recreated")
         embedded_pg.create_databases()
         from cfa_opco.connector import migrate  # lazy: the connector's migrations, only at init
 
@@ -196,6 +201,16 @@ class CeleryStack:
                        env=env, check=True, text=True, stdout=subprocess.DEVNULL)
         print(f"[celery] databases {', '.join(settings.DATABASES.values())} on "
               f"{settings.PG_HOST}:{settings.PG_PORT}; reports store {self.reports_store}")
+
+    @staticmethod
+    def _database_exists(name: str) -> bool:
+        conn = embedded_pg.admin_connection()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                return cur.fetchone() is not None
+        finally:
+            conn.close()
 
     def start(self) -> None:
         interrupted = False
