@@ -288,3 +288,44 @@ def test_solde_waits_for_the_invoice_replacing_a_rejected_one(instructing):
     assert a.post("/v1/factures", json=facture(p, ech[0]["numero"], ech[0]["montant"], nif=nif)).status_code == 201
     s.advance_clock(30)
     assert a.read(p["numeroInterne"])["etat"] == "SOLDE"
+
+
+@pytest.fixture()
+def certifying():
+    with run_sandbox(rate_limit=0, overrides={"delays": {"instruction": 5, "decision": 10, "reglement": 30},
+                                              "opcos": {"afdas": {"instruction": {"certificat_requis": True}}}}) as s, \
+            httpx.Client(trust_env=False, timeout=20) as http:
+        yield s, http
+
+
+def certificat(p, e, kind):
+    return {"numeroInterneDossier": p["numeroInterne"], "typeCertificat": kind,
+            "echeance": {"numero": e["numero"], "codification": "HEURES", "duree": 400,
+                         "dateDebut": e["dateEcheance"], "dateFin": e["dateEcheance"]}}
+
+
+def test_certificat_required_before_the_invoice(certifying):
+    """Where the OPCO requires certificats de réalisation (AFDAS), each échéance says which one,
+    an invoice without it is refused, the certificat is idempotent per échéance."""
+    s, http = certifying
+    a = Api(s, http, "afdas")       # AFDAS serves no dossier read: the échéances from the sandbox itself
+    p, _ = a.create()
+    a.convention(p)
+    s.advance_clock(15)
+    d = s.dossier("afdas", p["numeroInterne"])
+    assert d["etat"] == "ENGAGE"
+    ech = d["echeances"]
+    assert [e["certificatRequis"] for e in ech] == ["Intermediaire"] * (len(ech) - 1) + ["Final"]
+    assert not any(e["certificatRecu"] for e in ech)
+    r = a.post("/v1/factures", json=facture(p, 1, ech[0]["montant"]))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "CERTIFICAT_MANQUANT"
+    r = a.post("/v2/certificats", json=certificat(p, ech[0], "Final"))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "TYPE_CERTIFICAT"
+    r = a.post("/v2/certificats", json=certificat(p, ech[0], "Intermediaire"))
+    assert r.status_code == 201
+    again = a.post("/v2/certificats", json=certificat(p, ech[0], "Intermediaire"))
+    assert again.status_code == 200 and again.json()["idCertificat"] == r.json()["idCertificat"]
+    assert s.dossier("afdas", p["numeroInterne"])["echeances"][0]["certificatRecu"] is True
+    assert a.post("/v1/factures", json=facture(p, 1, ech[0]["montant"])).status_code == 201
+    r = a.post("/v2/certificats", json=certificat(p, {"numero": 99, "dateEcheance": "2027-01-01"}, "Final"))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "ECHEANCE_INCONNUE"

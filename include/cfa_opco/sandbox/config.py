@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     # invoices rejected (with a reason) or paid in part, chosen by a hash of the invoice number
     "factures": {"rejet": 0.0, "partiel": 0.0, "part_reglee": 0.8, "seed": 77},
     "instruction": {"require_convention": True, "avenant_requires_convention": False,
-                    "age_max": 29},
+                    "age_max": 29, "certificat_requis": False},
     "oauth2": {"token_lifetime_seconds": 3600, "clients": {}},
     "npec": {"default": 8000.0, "opcos": {}},
     "keys": [],
@@ -170,6 +170,7 @@ class OpcoSettings:
     npec_default: float | None
     npec_rncp: dict
     profile: frozenset = frozenset()
+    certificat_requis: bool = False
     facture_rejet: float = 0.0
     facture_partiel: float = 0.0
     facture_part_reglee: float = 0.8
@@ -198,6 +199,7 @@ def opco_settings(cfg: dict, opco: str) -> OpcoSettings:
         require_convention=bool(eff["instruction"].get("require_convention", True)),
         avenant_requires_convention=bool(eff["instruction"].get("avenant_requires_convention", False)),
         age_max=int(eff["instruction"].get("age_max", 29)),
+        certificat_requis=bool(eff["instruction"].get("certificat_requis", False)),
         npec_default=None if npec_default is None else float(npec_default),
         npec_rncp=dict(npec_opco.get("rncp") or {}),
         profile=parse_profile(eff.get("profile")),

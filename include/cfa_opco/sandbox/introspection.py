@@ -208,7 +208,7 @@ def add_introspection(app, sb) -> None:
         if row is None:
             raise ApiError(404, "DOSSIER_INCONNU", "numeroInterne", "inconnu")
         d = sb.store.find_dossier(o, siren or row[0], numeroInterne)
-        return J(sb.store.full_dossier(d, sb.store.now()))
+        return J(sb.store.full_dossier(d, sb.store.now(), sb.settings[o].certificat_requis))
 
     @r.get("/conventions")
     async def conventions_dump(opco: str):

@@ -426,7 +426,7 @@ class Store:
         out["anomalies"] = self._anomalies(row, etat)
         return out
 
-    def full_dossier(self, row, now: int) -> dict:
+    def full_dossier(self, row, now: int, certificat_requis: bool = False) -> dict:
         etat, t, hist = self.state_of(row, now)
         out = self.payload_of(row)
         out.update(self.status_item(row, etat, t))
@@ -439,6 +439,11 @@ class Store:
             ech = self.echeances(row, now)
             out["engagement"] = {"montantTotal": round(sum(e["montant"] for e in ech), 2),
                                  "dateEngagement": iso_date(engage_t)}
+            if certificat_requis:     # AFDAS: each échéance is invoiced once its certificat is received
+                got = self.certificats_of(row[0])
+                for e in ech:
+                    e["certificatRequis"] = self.certificat_type(ech, e["numero"])
+                    e["certificatRecu"] = e["numero"] in got
             out["echeances"] = ech
         out["rupture"] = json.loads(row[17]) if row[17] else None
         return out
@@ -577,18 +582,49 @@ class Store:
             self.db.execute("COMMIT")
             return {"idConvention": cid}
 
-    def add_certificat(self, opco: str, siren: str, body: dict, facts: dict) -> dict:
+    def certificat_type(self, ech: list[dict], num: int) -> str:
+        """The certificat an échéance needs: Final for the last one, Intermediaire before."""
+        return "Final" if ech and num == ech[-1]["numero"] else "Intermediaire"
+
+    def add_certificat(self, opco: str, siren: str, body: dict, facts: dict,
+                       s: OpcoSettings | None = None) -> tuple[int, dict]:
+        """One certificat de réalisation per (dossier, échéance): the same one again answers 200
+        with the first one's id (a resend after a lost answer creates nothing)."""
         with self.lock:
             ni = facts["numeroInterneDossier"]
             row = self.find_dossier(opco, siren, ni)
             if row is None:
                 raise NotFound("numeroInterneDossier", f"dossier {ni} inconnu pour ce SIREN")
             now = self.now()
+            num = facts.get("echeance")
+            if s is not None and s.certificat_requis:
+                ech = self.echeances(row, now)
+                if not ech:
+                    raise Rejected([{"code": "DOSSIER_NON_ENGAGE", "champ": "numeroInterneDossier",
+                                     "message": f"le dossier {ni} n'a pas d'échéancier : certificat prématuré"}])
+                if num not in {e["numero"] for e in ech}:
+                    raise Rejected([{"code": "ECHEANCE_INCONNUE", "champ": "echeance.numero",
+                                     "message": f"échéance {num} absente de l'échéancier ({len(ech)} échéances)"}])
+                want = self.certificat_type(ech, num)
+                if facts.get("typeCertificat") != want:
+                    raise Rejected([{"code": "TYPE_CERTIFICAT", "champ": "typeCertificat",
+                                     "message": f"l'échéance {num} demande un certificat {want}"}])
+            for cid, payload in self.db.execute("SELECT id, payload FROM certificats WHERE dossier_id=? "
+                                                "ORDER BY created_t", (row[0],)):
+                old = json.loads(payload)
+                if (old.get("echeance") or {}).get("numero") == num and old.get("typeCertificat") == body.get(
+                        "typeCertificat"):
+                    return 200, {"idCertificat": cid, "numeroInterneDossier": ni,
+                                 "typeCertificat": old.get("typeCertificat"), "dateReception": None}
             cid = f"CERT-{opco.upper()}-{row[0]:09d}-{now % 1_000_000:06d}"
             self.db.execute("INSERT OR REPLACE INTO certificats VALUES (?,?,?,?,?,?)",
                             (cid, opco, siren, row[0], json.dumps(body, ensure_ascii=False), now))
-            return {"idCertificat": cid, "numeroInterneDossier": ni,
-                    "typeCertificat": body.get("typeCertificat"), "dateReception": iso(now)}
+            return 201, {"idCertificat": cid, "numeroInterneDossier": ni,
+                         "typeCertificat": body.get("typeCertificat"), "dateReception": iso(now)}
+
+    def certificats_of(self, dossier_id: int) -> set[int]:
+        return {(json.loads(p).get("echeance") or {}).get("numero")
+                for (p,) in self.db.execute("SELECT payload FROM certificats WHERE dossier_id=?", (dossier_id,))}
 
     # ---- rupture -----------------------------------------------------------------
     def rupture(self, opco: str, siren: str, body: dict, facts: dict) -> dict:
@@ -652,6 +688,11 @@ class Store:
             if e["etat"] != "A_FACTURER":
                 raise Rejected([{"code": "ECHEANCE_DEJA_FACTUREE", "champ": "echeance.numero",
                                  "message": f"échéance {num} déjà facturée"}])
+            if s.certificat_requis and num not in self.certificats_of(row[0]):
+                want = self.certificat_type(list(ech.values()), num)
+                raise Rejected([{"code": "CERTIFICAT_MANQUANT", "champ": "echeance.numero",
+                                 "message": f"certificat de réalisation {want} de l'échéance {num} non reçu : "
+                                            "l'envoyer (POST /v2/certificats) avant la facture"}])
             if facts["montant"] > e["montant"] + 1e-9:
                 raise Rejected([{"code": "MONTANT_SUPERIEUR", "champ": "montant",
                                  "message": f"montant {facts['montant']:.2f} supérieur à celui de l'échéance "

@@ -136,6 +136,10 @@ class SandboxServer:
         r.raise_for_status()
         return r.json()
 
+    def dossier(self, opco: str, numero_interne: str) -> dict:
+        """The dossier as the sandbox holds it (also for OPCOs that serve no read route)."""
+        return self._j("GET", "/dossier", params={"opco": opco, "numeroInterne": numero_interne})
+
     def health(self) -> dict:
         return self._j("GET", "/health")
 
