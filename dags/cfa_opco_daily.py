@@ -15,12 +15,14 @@ Every morning, for every ERP source of the CFA network:
    through the exactly-once ledger (a rerun never sends a dossier twice, never loses one).
 5. **wait_for_decisions** — deferrable sensor: until every dossier sent in this run is
    ENGAGE, REFUSE or ANNULE, or the run's deadline (the follow-up DAG carries on after).
-6. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
+6. **sync_echeances** — the payment schedule (échéances) of every dossier the OPCO engaged,
+   read back, stored with its history and written back to the ERPs that allow it.
+7. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
    refused, and where the reports are.
-7. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
+8. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
    `skip`; `ignore`) when the run left dossiers unsent, blocked or in doubt, with the counts
    and the report's link: such a run does not end plain green.
-8. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
+9. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
    dossiers in doubt, an OPCO's refusal or error rate over its threshold, one digest per
    site with its new blocking anomalies. A failed transmit task alerts at once (its
    `on_failure_callback`).
@@ -138,6 +140,12 @@ def cfa_opco_daily():
         timeout=6 * 3600,
     )
 
+    @task(trigger_rule="all_done")
+    def sync_echeances(**context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.echeances(context)
+
     @task   # fails with AirflowFailException: never retried
     def attention_needed(summary: dict, **context) -> dict:
         from cfa_opco.pipeline import daily
@@ -145,7 +153,7 @@ def cfa_opco_daily():
         return daily.attention(context, summary)
 
     summary = run_summary(extraction, quality, planned)
-    transmits >> wait >> summary
+    transmits >> wait >> sync_echeances() >> summary
     attention_needed(summary)
 
     # alerts at the run's end (cfa_opco.alerts): off unless the Variable cfa_opco_alerts is set

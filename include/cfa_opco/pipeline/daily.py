@@ -84,6 +84,15 @@ def batches_for(context, opco_code: str) -> list[dict]:
     return planned_batches(_run_id(context), config.CONNECTOR_CONN_ID, opco_code)
 
 
+def echeances(context) -> dict:
+    """The payment schedules of the dossiers the OPCOs engaged (read, stored, written back)."""
+    from cfa_opco.echeances import sync_echeances  # lazy: the échéances task only
+    from cfa_opco.writeback import ErpWriteback  # lazy: the échéances task only
+
+    return sync_echeances(config.CONNECTOR_CONN_ID, run_id=_run_id(context), software=config.software(),
+                          writeback=ErpWriteback())
+
+
 def summarize(context, extraction: dict, quality: dict | None = None,
               planned: dict | None = None, decisions: dict | None = None) -> dict:
     """The run's summary: every extracted dossier in exactly one bucket (the ledger's and the
