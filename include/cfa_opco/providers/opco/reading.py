@@ -473,6 +473,8 @@ def next_page(data: Any, headers: dict, request_url: str, base_url: str, params:
         return PageRequest(url=url)
     if n_items == 0:
         return None
+    if n_items > page_size:
+        return None                           # more than a page asked for: the OPCO does not page this route
     if any(k in meta for k in NEXT_KEYS):
         return None                           # next links are this OPCO's way, and there is none: last page
     total = int_or_none(first(meta, TOTAL_KEYS))
@@ -599,7 +601,8 @@ class Pager:
 
     def advance(self, data: Any, headers: dict, states: list[DossierState], status: int | None = None) -> None:
         self.pages += 1
-        sig = tuple(f"{st.numero_interne}\0{st.date_etat}" for st in states[:3]) + (len(states),)
+        sig = tuple(f"{getattr(st, 'numero_interne', None) or getattr(st, 'numero_facture', '')}\0{st.date_etat}"
+                    for st in states[:3]) + (len(states),)
         if states and sig in self._seen:     # the OPCO ignores our paging: the same page again
             raise Unreadable(self.opco, "GET", self.route_id, "la même page revient (pagination non reconnue)",
                              status)
@@ -730,9 +733,27 @@ FACTURE_NUM_KEYS = ("numeroInterneFacture", "numeroFacture", "numero_facture", "
 FACTURE_ETAT_KEYS = ("etatFacture", "statutFacture", "etat", "statut", "status")
 
 
+# an invoice's state, whatever the OPCO's word for it (the norm knows REGLE; the project's
+# convention adds EN_COURS and REJETE, docs/api-conventions.md)
+FACTURE_ETATS = {"REGLE": "REGLE", "REGLEE": "REGLE", "PAYE": "REGLE", "PAYEE": "REGLE", "PAID": "REGLE",
+                 "SOLDE": "REGLE", "SOLDEE": "REGLE",
+                 "REJETE": "REJETE", "REJETEE": "REJETE", "REFUSE": "REJETE", "REFUSEE": "REJETE",
+                 "REJECTED": "REJETE", "ANNULE": "REJETE", "ANNULEE": "REJETE",
+                 "EN_COURS": "EN_COURS", "RECUE": "EN_COURS", "RECU": "EN_COURS", "A_TRAITER": "EN_COURS",
+                 "EN_ATTENTE": "EN_COURS", "TRANSMISE": "EN_COURS", "EN_COURS_DE_TRAITEMENT": "EN_COURS",
+                 "VALIDEE": "EN_COURS", "VALIDE": "EN_COURS", "A_PAYER": "EN_COURS", "MISE_EN_PAIEMENT": "EN_COURS"}
+MONTANT_REGLE_KEYS = ("montantRegle", "montantPaye", "montantReglement", "montantVerse", "montantPaiement")
+MOTIFS_REJET_KEYS = ("motifsRejet", "motifs", "erreurs", "anomalies")
+
+
 @dataclass
 class FactureState:
-    """An invoice as an OPCO reports it (``/v2/factures/etats``), under the norm's names."""
+    """An invoice as an OPCO reports it (``/v2/factures/etats``), under the norm's names.
+
+    ``etat`` is the OPCO's word as written (upper case), ``etat_norm`` its meaning: REGLE,
+    EN_COURS, REJETE, or None when the word is unknown (shown as it is, never guessed).
+    ``montant_regle`` is what was actually paid: ``montantRegle`` (or a renamed key), else the
+    sum of ``dossiers[].montant`` when paid, else the invoiced amount when paid."""
     numero_facture: str
     etat: str | None = None
     date_etat: str | None = None
@@ -740,7 +761,13 @@ class FactureState:
     reference_virement: str | None = None
     date_reglement: str | None = None
     commentaire: str | None = None
+    montant_regle: float | None = None
+    motifs: list | None = None
     raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def etat_norm(self) -> str | None:
+        return FACTURE_ETATS.get(self.etat or "")
 
 
 def read_facture_state(item: Any) -> FactureState | None:
@@ -750,12 +777,21 @@ def read_facture_state(item: Any) -> FactureState | None:
     num = scalar(first(item, FACTURE_NUM_KEYS))
     if not num:
         return None
-    return FactureState(numero_facture=num, etat=_code(first(item, FACTURE_ETAT_KEYS)),
-                        date_etat=scalar(first(item, DATE_KEYS)),
-                        montant=money(first(item, ("montantFacture", "montant", "montantRegle"))),
-                        reference_virement=scalar(first(item, ("referenceVirement", "refVirement"))),
-                        date_reglement=_day(first(item, ("dateReglement", "datePaiement"))),
-                        commentaire=scalar(first(item, ("commentaire", "message", "motif"))), raw=dict(item))
+    etat = _code(first(item, FACTURE_ETAT_KEYS))
+    montant = money(first(item, ("montantFacture", "montant", "montantTTC")))
+    regle = money(first(item, MONTANT_REGLE_KEYS))
+    if regle is None and FACTURE_ETATS.get(etat or "") == "REGLE":
+        lines = item.get("dossiers")
+        parts = [money(x.get("montant")) for x in lines if isinstance(x, dict)] if isinstance(lines, list) else []
+        regle = round(sum(parts), 2) if parts and None not in parts else montant
+    motifs = first(item, MOTIFS_REJET_KEYS)
+    return FactureState(numero_facture=num, etat=etat,
+                        date_etat=scalar(first(item, DATE_KEYS)), montant=montant,
+                        reference_virement=scalar(first(item, ("referenceVirement", "refVirement", "referencePaiement"))),
+                        date_reglement=_day(first(item, ("dateReglement", "datePaiement", "dateVirement"))),
+                        commentaire=scalar(first(item, ("commentaire", "message", "motif"))),
+                        montant_regle=regle, motifs=motifs if isinstance(motifs, list) and motifs else None,
+                        raw=dict(item))
 
 
 def read_facture_states(raw: bytes, content_type: str | None, status: int, opco: str | None) -> list[FactureState]:

@@ -879,6 +879,28 @@ class OpcoHook(BaseHook):
             raise self._refused(resp, "dossier_read_v2")
         return resp.read
 
+    def iter_facture_changes(self, date_debut: dt.datetime, date_fin: dt.datetime | None, page_size: int = 1000,
+                             *, max_attempts: int | None = None,
+                             max_pages: int = 100_000) -> Iterator[reading.FactureState]:
+        """Every invoice whose state changed in [date_debut, date_fin) (``/v2/factures/etats``),
+        all pages whatever the OPCO's paging. :class:`Unreadable` when an answer cannot be
+        understood; OpcoRouteNotServed when the OPCO does not serve the route."""
+        if not self.capabilities.serves("factures_etats_v2"):
+            raise OpcoRouteNotServed(self.opco_code, "factures_etats_v2")
+        params = {"dateDebut": _iso(date_debut), "numeroPage": FIRST_PAGE, "taillePage": page_size}
+        if date_fin is not None:
+            params["dateFin"] = _iso(date_fin)
+        pager = reading.Pager(self.opco_code, self.base_url, "factures_etats_v2", params, page_size, max_pages)
+        while pager.more():
+            resp = self.request("GET", "factures_etats_v2", params=pager.params, url=pager.url,
+                                max_attempts=max_attempts,
+                                read=lambda r: reading.read_facture_states(r.raw, r.content_type, r.status,
+                                                                           self.opco_code))
+            if not resp.ok:
+                raise self._refused(resp, "factures_etats_v2")
+            yield from resp.read
+            pager.advance(resp.body, resp.headers, resp.read, resp.status)
+
     def find_factures(self, numeros: list[str], *, max_attempts: int = 3
                       ) -> dict[str, reading.FactureState | None | Unreadable]:
         """Settle whether the OPCO holds each invoice (``numeroInterneFacture``), through
