@@ -11,6 +11,7 @@ import logging
 from cfa_opco import report_location, report_runs, report_store
 from cfa_opco.connector import migrate
 from cfa_opco.extraction import extract as extract_batch
+from cfa_opco.factures import stage_invoices
 from cfa_opco.pipeline import config, run_report
 from cfa_opco.sources import load_sources
 from cfa_opco.outbox import plan as plan_run
@@ -38,6 +39,9 @@ def extract(context) -> dict:
     summary = extract_batch(_run_id(context), sources, config.CONNECTOR_CONN_ID,
                             logical_date=logical.date() if logical else None,
                             reextract=bool(params.get("reextract")))
+    # the ERPs' invoices, frozen with the run (issue 12): a small summary for XCom
+    summary["invoices"] = stage_invoices(_run_id(context), sources, config.CONNECTOR_CONN_ID,
+                                         reextract=bool(params.get("reextract")))
     return summary
 
 
