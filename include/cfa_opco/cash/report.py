@@ -155,3 +155,24 @@ def write_excel(path: Path, view: CashView, *, run_id: str, generated: str) -> N
     sheet("Passage", ["", ""], [("Passage", run_id), ("Généré le", generated), ("À la date du", view.today.isoformat()),
                                 *[(k, v) for k, v in view.this_run.items()]])
     wb.save(path)
+
+
+def write_cash_view(conn, run_id: str, out_dir: Path, today=None) -> dict:
+    """Build the cash view from the connector's database and write both files into the run's
+    report folder; returns the small summary the run summary keeps (counts and amounts)."""
+    import datetime as dt
+
+    from cfa_opco.cash.positions import build, load_lines
+
+    view = build(load_lines(conn, run_id), today=today)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generated = dt.datetime.now().strftime("%d/%m/%Y %H:%M")
+    write_html(out_dir / HTML_NAME, view, run_id=run_id, generated=generated)
+    write_excel(out_dir / EXCEL_NAME, view, run_id=run_id, generated=generated)
+    t = view.total
+    return {"echeances": t.n_echeances, "by_situation": dict(t.by_situation), "attendu": round(t.attendu, 2),
+            "facture": round(t.facture, 2), "paye": round(t.paye, 2), "en_retard": round(t.en_retard, 2),
+            "echeances_en_retard": t.n_retard, "factures_rejetees": t.n_rejete,
+            "this_run": {k: round(v, 2) if isinstance(v, float) else v for k, v in view.this_run.items()},
+            "html": HTML_NAME, "excel": EXCEL_NAME}
