@@ -12,7 +12,7 @@ BENCH_DOSSIERS ?= 100000
 export CFA_PROJECT_DIR := $(CURDIR)
 
 .PHONY: help venv venv-dev demo test test-system-pg bench up down replay pg-start pg-stop seed airflow-init sandbox clean \
-	browser screenshots
+	browser screenshots venv-celery up-celery down-celery check-celery replay-celery test-celery
 
 help:
 	@echo "make demo      the main job end to end on the embedded PostgreSQL and the OPCO sandbox"
@@ -25,6 +25,9 @@ help:
 	@echo "make sandbox   serve the OPCO sandbox in the foreground (SANDBOX_PORT=$(SANDBOX_PORT))"
 	@echo "make seed      reseed the demo ERPs (DEMO_SEED, DEMO_DOSSIERS)"
 	@echo "make clean     stop everything and remove var/ (databases, reports, logs)"
+	@echo "make up-celery / down-celery   CeleryExecutor stack on the system PostgreSQL and Redis/RabbitMQ"
+	@echo "make replay-celery  with it up: reseed, reset the sandbox, trigger a daily run"
+	@echo "make test-celery    the daily run and the chaos tests on the Celery stack"
 
 $(VENV)/.installed: requirements.txt requirements-airflow.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -105,3 +108,50 @@ test-system-pg: venv-dev
 	else \
 		echo "SKIPPED: no PostgreSQL at $(SYSTEM_PG_HOST):$(SYSTEM_PG_PORT) (user postgres, trust auth); the suite ran on the embedded server only"; \
 	fi
+
+# ---- the CeleryExecutor stack (issue 13): the machine's PostgreSQL 15 (trust auth) for the
+# metadata, connector and ERP databases (prefixed CELERY_DB_PREFIX), a broker (Redis, or
+# RabbitMQ with CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//), the api-server,
+# scheduler, dag-processor, triggerer and CELERY_WORKERS workers as separate processes
+# (cfa_opco.stack.celery_stack). Its files live in CELERY_VAR_DIR, each worker in its own folder.
+CELERY_API_PORT ?= 8090
+CELERY_SANDBOX_PORT ?= 8095
+CELERY_PG_HOST ?= 127.0.0.1
+CELERY_PG_PORT ?= 5432
+CELERY_DB_PREFIX ?= cfa_celery_
+CELERY_BROKER_URL ?= redis://127.0.0.1:6379/0
+CELERY_RESULT_BACKEND ?= db+postgresql://postgres@$(CELERY_PG_HOST):$(CELERY_PG_PORT)/$(CELERY_DB_PREFIX)airflow
+CELERY_VAR_DIR ?= $(CURDIR)/var/celery
+CELERY_WORKERS ?= 2
+CELERY_CONCURRENCY ?= 4
+CELERY_FAULT_PRESET ?=
+CELERY_ENV = CFA_PG_HOST=$(CELERY_PG_HOST) CFA_PG_PORT=$(CELERY_PG_PORT) CFA_DB_PREFIX=$(CELERY_DB_PREFIX) \
+	CFA_VAR_DIR=$(CELERY_VAR_DIR) CFA_CELERY_API_PORT=$(CELERY_API_PORT) CFA_CELERY_SANDBOX_PORT=$(CELERY_SANDBOX_PORT) \
+	CFA_CELERY_BROKER_URL='$(CELERY_BROKER_URL)' CFA_CELERY_RESULT_BACKEND='$(CELERY_RESULT_BACKEND)' \
+	CFA_CELERY_WORKERS=$(CELERY_WORKERS) CFA_CELERY_CONCURRENCY=$(CELERY_CONCURRENCY) \
+	CFA_CELERY_FAULT_PRESET=$(CELERY_FAULT_PRESET)
+
+$(VENV)/.installed-celery: $(VENV)/.installed requirements-celery.txt
+	$(UV) pip install --quiet --python $(PY) -r requirements-airflow.txt -r requirements.txt -r requirements-celery.txt -e .
+	@touch $@
+
+venv-celery: $(VENV)/.installed-celery
+
+check-celery: venv-celery
+	@$(CELERY_ENV) $(PY) -m cfa_opco.stack.celery_stack check
+
+up-celery: venv-celery
+	$(CELERY_ENV) $(PY) -m cfa_opco.stack.up start --executor celery
+
+down-celery: venv-celery
+	$(CELERY_ENV) $(PY) -m cfa_opco.stack.up stop --executor celery
+
+replay-celery: venv-celery
+	$(CELERY_ENV) $(PY) -m cfa_opco.stack.celery_stack replay --seed $(DEMO_SEED) --dossiers $(DEMO_DOSSIERS)
+
+# The daily run on the Celery stack compared with the embedded run, then the chaos tests
+# (tests/stack/test_celery_*.py; ~10 min each on 2 cores). The test stack uses its own ports,
+# databases (cfa_celery_test_*) and Redis database.
+test-celery: venv-dev venv-celery
+	CFA_CELERY_STACK=1 CELERY_PG_HOST=$(CELERY_PG_HOST) CELERY_PG_PORT=$(CELERY_PG_PORT) \
+		$(PY) -m pytest -q tests/stack/test_celery_stack.py tests/stack/test_celery_chaos.py

@@ -36,7 +36,7 @@ def reset_data(seed_value: int, dossiers: int) -> dict:
     every ``make replay``, starts from the same place."""
     for name in ("erp_main", "erp_est", "connector"):
         embedded_pg.recreate_database(settings.DATABASES[name])
-    shutil.rmtree(settings.VAR_DIR / "erp_files", ignore_errors=True)
+    shutil.rmtree(settings.ERP_FILES_DIR, ignore_errors=True)
     counts = seed(seed_value, dossiers)
     print(f"[demo] demo ERPs seeded: {dossiers} dossiers (seed {seed_value}), "
           f"{counts['erp_main.entreprise'] + counts['erp_est.T_ENTREPRISE']} companies")

@@ -5,6 +5,7 @@ and can be overridden by an environment variable to point at an external server:
 
     CFA_PG_HOST / CFA_PG_PORT / CFA_PG_USER / CFA_PG_PASSWORD   the embedded default's address
     CFA_ERP_MAIN_DSN, CFA_ERP_EST_DSN, CFA_CONNECTOR_DSN, CFA_AIRFLOW_DSN   one database each
+    CFA_ERP_FILES_DIR   where the ERPs' document files are (``{erp_files}`` in config/sources.yaml)
 
 Inside Airflow tasks the databases are reached through connections (``cfa_erp_main``,
 ``cfa_erp_est``, ``cfa_connector``); these settings serve the command-line tools, the
@@ -21,6 +22,9 @@ REFERENCE_DIR = PACKAGE_DIR / "reference"
 VAR_DIR = Path(os.environ.get("CFA_VAR_DIR", PROJECT_DIR / "var"))
 PGDATA_DIR = Path(os.environ.get("CFA_PGDATA", VAR_DIR / "pgdata"))
 REPORTS_DIR = Path(os.environ.get("CFA_REPORTS_DIR", VAR_DIR / "reports"))
+# the ERPs' document files (the demo generator writes them there; sources.yaml names them
+# ``{erp_files}/<source>``): a configured location, so that a task on any worker finds them
+ERP_FILES_DIR = Path(os.environ.get("CFA_ERP_FILES_DIR", VAR_DIR / "erp_files"))
 
 PG_HOST = os.environ.get("CFA_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("CFA_PG_PORT", "55432"))

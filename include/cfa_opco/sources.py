@@ -13,6 +13,8 @@ import yaml
 from cfa_opco import settings
 
 DEFAULT_CONFIG = settings.PROJECT_DIR / "config" / "sources.yaml"
+# placeholders a path of the sources file may start with (else: relative to the file)
+PLACEHOLDERS = {"erp_files": lambda: settings.ERP_FILES_DIR}
 
 
 class SourceConfigError(ValueError):
@@ -34,6 +36,18 @@ class Source:
     @property
     def connection(self) -> str:
         return self.target or self.conn_id
+
+
+def files_root(path: Path, raw: str, where: str) -> Path:
+    """A source's files folder: ``{erp_files}/erp_main`` under the configured ERP files
+    location (settings.ERP_FILES_DIR, env CFA_ERP_FILES_DIR), so every worker finds the same
+    files wherever its own var/ is; an absolute path; or a path relative to the sources file."""
+    try:
+        expanded = str(raw).format_map({k: str(v()) for k, v in PLACEHOLDERS.items()})
+    except (KeyError, ValueError, IndexError) as exc:
+        raise SourceConfigError(f"{where}: files_root '{raw}': unknown placeholder {exc} "
+                                f"(known: {', '.join('{' + k + '}' for k in PLACEHOLDERS)})") from exc
+    return (path.parent / expanded).resolve()
 
 
 def load_sources(path: str | Path | None = None, targets: dict[str, str] | None = None) -> list[Source]:
@@ -66,7 +80,7 @@ def load_sources(path: str | Path | None = None, targets: dict[str, str] | None 
             id=raw["id"], conn_id=raw["conn_id"], label=raw.get("label", ""),
             dossiers_sql=read_sql(raw["dossiers_sql"]), pieces_sql=read_sql(raw.get("pieces_sql")),
             factures_sql=read_sql(raw.get("factures_sql")),
-            files_root=(path.parent / raw["files_root"]).resolve() if raw.get("files_root") else None,
+            files_root=files_root(path, raw["files_root"], where) if raw.get("files_root") else None,
             writeback=raw.get("writeback") or {},
             target=(targets or {}).get(raw["id"])))
     if not sources:

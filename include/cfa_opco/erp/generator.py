@@ -875,7 +875,7 @@ def seed(seed: int = 42, dossiers: int = 2000, reference_date: dt.date = dt.date
          files_root: Path | None = None) -> dict[str, int]:
     gen = Generator(seed, dossiers, reference_date, defect_rate).generate()
     return gen.load(main_dsn or settings.dsn("erp_main"), est_dsn or settings.dsn("erp_est"),
-                    files_root or settings.VAR_DIR / "erp_files")
+                    files_root or settings.ERP_FILES_DIR)
 
 
 def main(argv: list[str] | None = None) -> int:

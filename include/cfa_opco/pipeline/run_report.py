@@ -50,6 +50,7 @@ LEFT JOIN LATERAL (SELECT status, message FROM transmission t
                    ORDER BY (t.run_id = s.run_id) DESC, t.id DESC LIMIT 1) t ON true
 LEFT JOIN opco_dossier od ON od.source_id = s.source_id AND od.numero_interne = s.numero_interne
 WHERE s.run_id = %s
+ORDER BY s.source_id, s.numero_interne
 """
 
 
@@ -122,7 +123,13 @@ def run_buckets(connector: str, run_id: str, detail_limit: int = 50) -> dict:
             details[b].append(item)
     return {"staged": len(rows), "forced_in": forced, "quality_ran": quality_ran, "buckets": dict(buckets),
             "decisions": dict(decisions), "details": {b: d for b, d in details.items() if d},
-            "reasons": {b: dict(r.most_common(10)) for b, r in reasons.items() if r}}
+            "reasons": {b: top_reasons(r) for b, r in reasons.items() if r}}
+
+
+def top_reasons(counts: Counter, limit: int = 10) -> dict[str, int]:
+    """The ``limit`` most frequent reasons, ties in the reasons' order: the same run gives the
+    same report whichever worker read its rows in whichever order."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
 
 
 class CountsDoNotAddUp(RuntimeError):

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from cfa_opco import report_location, settings
-from cfa_opco.stack import airflow_env, embedded_pg
+from cfa_opco.stack import airflow_env, celery_stack, embedded_pg, processes
 
 RUN_DIR = settings.VAR_DIR / "run"
 DAG_ID = "cfa_opco_daily"
@@ -35,43 +35,15 @@ def ui_url() -> str:
 
 
 def _pid(name: str) -> int | None:
-    path = RUN_DIR / f"{name}.pid"
-    if not path.exists():
-        return None
-    pid = int(path.read_text().strip() or 0)
-    try:
-        os.kill(pid, 0)
-        return pid
-    except OSError:
-        path.unlink(missing_ok=True)
-        return None
+    return processes.pid(RUN_DIR, name)
 
 
 def _spawn(name: str, cmd: list[str], env: dict | None = None) -> int:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    if (pid := _pid(name)) is not None:
-        print(f"{name} already running (pid {pid})")
-        return pid
-    log = open(RUN_DIR / f"{name}.log", "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or os.environ.copy(),
-                            start_new_session=True, cwd=settings.PROJECT_DIR)
-    (RUN_DIR / f"{name}.pid").write_text(str(proc.pid))
-    print(f"{name} started (pid {proc.pid}, log {RUN_DIR / f'{name}.log'})")
-    return proc.pid
+    return processes.spawn(RUN_DIR, name, cmd, env or os.environ.copy(), settings.PROJECT_DIR)
 
 
 def _stop(name: str, sig: int, timeout: float = 30.0) -> None:
-    pid = _pid(name)
-    if pid is None:
-        return
-    os.killpg(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid(name) is not None:
-        time.sleep(0.3)
-    if _pid(name) is not None:
-        os.killpg(pid, signal.SIGKILL)
-    (RUN_DIR / f"{name}.pid").unlink(missing_ok=True)
-    print(f"{name} stopped")
+    processes.stop(RUN_DIR, name, sig, timeout)
 
 
 def start(sandbox_port: int) -> None:
@@ -183,7 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox-port", type=int, default=8085)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--dossiers", type=int, default=2000)
+    parser.add_argument("--executor", choices=["local", "celery"], default="local",
+                        help="celery: the CeleryExecutor stack on the system PostgreSQL (cfa_opco.stack.celery_stack)")
     args = parser.parse_args(argv)
+    if args.executor == "celery":
+        return celery_stack.main([{"start": "start", "stop": "stop", "replay": "replay"}[args.action],
+                                  "--seed", str(args.seed), "--dossiers", str(args.dossiers)])
     if args.action == "replay":
         replay(args.seed, args.dossiers, args.sandbox_port)
     else:
