@@ -291,3 +291,18 @@ def sync_factures(connector: str, conn_ids: list[str] | None = None, *, hook_fac
 
 def _f(v) -> float | None:
     return None if v is None else round(float(v), 2)
+
+
+def task_summary(result: dict, limit: int = 50) -> dict:
+    """What a task returns (XCom: counts and a few invoice numbers, never amounts per learner),
+    and the warnings it logs: each rejection and partial payment, named."""
+    for kind, words in (("rejected", "rejetée"), ("partly_paid", "réglée partiellement")):
+        for r in result[kind][:limit]:
+            log.warning("facture %s (dossier %s, %s) %s : %s", r["numero_facture"], r["numero_interne"],
+                        opco_label(r["opco"]), words, r["commentaire"])
+    for cid, error in result["errors"].items():
+        log.warning("suivi des factures %s en échec : %s", cid, error)
+    return {"connections": result["connections"], "requests": result["requests"], "changes": result["changes"],
+            "by_etat": result["by_etat"], "paid": len(result["paid"]), "partly_paid": len(result["partly_paid"]),
+            "rejected": [r["numero_facture"] for r in result["rejected"][:limit]],
+            "not_readable": result["not_readable"], "errors": result["errors"]}
