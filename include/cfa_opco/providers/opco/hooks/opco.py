@@ -858,6 +858,11 @@ class OpcoHook(BaseHook):
     def send_facture(self, body: dict) -> OpcoResponse:
         return self.request("POST", "factures_v1", json_body=body, numero_interne=body.get("numeroInterneDossier"))
 
+    def send_certificat(self, body: dict) -> OpcoResponse:
+        """A certificat de réalisation (``POST /v2/certificats``; AFDAS): ``typeCertificat``
+        Intermediaire or Final, the ``echeance`` it covers."""
+        return self.request("POST", "certificats_v2", json_body=body, numero_interne=body.get("numeroInterneDossier"))
+
     def get_echeances(self, numero_interne: str, *, max_attempts: int | None = None) -> list[reading.Echeance]:
         """The payment schedule (échéances) of one dossier, from its read-back
         (``GET /v2/dossiers?numeroInterne=``). :class:`Unreadable` when the answer holds no
