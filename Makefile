@@ -93,6 +93,7 @@ replay: venv
 
 clean:
 	-test -x $(PY) && $(PY) -m cfa_opco.stack.up stop
+	-test -x $(PY) && $(CELERY_ENV) $(PY) -m cfa_opco.stack.celery_stack stop
 	rm -rf var
 
 # The integration tests again, against another PostgreSQL (this machine's 15 service when it
