@@ -620,6 +620,7 @@ class Store:
             now = self.now()
             if ex is not None:
                 if ex[1] == h:
+                    self.bump(opco, "dup", "facture_same_content")
                     return 200, {"numeroInterneFacture": nif,
                                  "etatFacture": "REGLE" if ex[2] <= now else "EN_COURS"}
                 raise Rejected([{"code": "NUMERO_INTERNE_EXISTANT", "champ": "numeroInterneFacture",
@@ -660,6 +661,7 @@ class Store:
                 last = self.db.execute("SELECT MAX(regle_t) FROM factures WHERE dossier_id=?", (row[0],)).fetchone()[0]
                 self._append(row, "SOLDE", max(last, now))
             self.db.execute("COMMIT")
+            self.bump(opco, "created", "factures")
             return 201, {"numeroInterneFacture": nif, "etatFacture": "EN_COURS"}
 
     def factures_etats(self, opco: str, siren: str, nif: str | None, debut: int | None,
