@@ -25,6 +25,7 @@ import psycopg2.extras
 
 from cfa_opco.db.connect import airflow_connection, cached_connections, connect, dsn_for
 from cfa_opco.outbox.invoice_flow import InvoiceFlow
+from cfa_opco.pipeline.run_report import INVOICE_BUCKETS
 from cfa_opco.outbox.runner import BatchRunner
 from cfa_opco.providers.opco.capabilities import Capabilities
 from cfa_opco.providers.opco.exceptions import OpcoRouteNotServed
@@ -33,18 +34,7 @@ from cfa_opco.providers.opco.norm import opco_label
 log = logging.getLogger(__name__)
 
 ENGAGED = ("ENGAGE", "SOLDE", "RUPTU")
-# bucket -> label of the run report, in display order
-BUCKETS = {
-    "transmitted": "Transmises à l'OPCO",
-    "to_fix": "À corriger dans l'ERP (contrôle des factures, deux factures pour une échéance)",
-    "waiting_engage": "En attente de l'engagement du dossier (pas encore ENGAGE)",
-    "not_transmissible": "Non transmissibles par l'API (OPCO sans route factures : portail)",
-    "filtered": "Écartées par les paramètres du run (only_opco / only_site)",
-    "refused": "Refusées par l'OPCO à l'envoi",
-    "in_doubt": "En doute (réponse perdue, relue avant tout renvoi)",
-    "dry_run": "Essai à blanc (rien envoyé)",
-    "not_processed": "Non traitées (tâche d'envoi non exécutée ou interrompue)",
-}
+BUCKETS = INVOICE_BUCKETS
 DETAIL_LIMIT = 50
 
 _ROWS = """
