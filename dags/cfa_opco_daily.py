@@ -17,12 +17,17 @@ Every morning, for every ERP source of the CFA network:
    ENGAGE, REFUSE or ANNULE, or the run's deadline (the follow-up DAG carries on after).
 6. **sync_echeances** — the payment schedule (échéances) of every dossier the OPCO engaged,
    read back, stored with its history and written back to the ERPs that allow it.
-7. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
+7. **send_invoices** — the ERPs' invoices frozen with the run (checked by the quality gate's
+   suite `cfa_opco_facture`) sent to the OPCOs that take them by API, `POST /v1/factures`, exactly
+   once per invoice and never two for one échéance; each invoice in one bucket (transmitted, to
+   fix, waiting for ENGAGE, not transmissible, filtered, refused, in doubt, dry run, not
+   processed), with the same `dry_run`, `only_opco` and `only_site` params as the dossiers.
+8. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
    refused, and where the reports are.
-8. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
+9. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
    `skip`; `ignore`) when the run left dossiers unsent, blocked or in doubt, with the counts
    and the report's link: such a run does not end plain green.
-9. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
+10. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
    dossiers in doubt, an OPCO's refusal or error rate over its threshold, one digest per
    site with its new blocking anomalies. A failed transmit task alerts at once (its
    `on_failure_callback`).
@@ -146,6 +151,12 @@ def cfa_opco_daily():
 
         return daily.echeances(context)
 
+    @task(trigger_rule="all_done")
+    def send_invoices(**context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.invoices(context)
+
     @task   # fails with AirflowFailException: never retried
     def attention_needed(summary: dict, **context) -> dict:
         from cfa_opco.pipeline import daily
@@ -153,7 +164,7 @@ def cfa_opco_daily():
         return daily.attention(context, summary)
 
     summary = run_summary(extraction, quality, planned)
-    transmits >> wait >> sync_echeances() >> summary
+    transmits >> wait >> sync_echeances() >> send_invoices() >> summary
     attention_needed(summary)
 
     # alerts at the run's end (cfa_opco.alerts): off unless the Variable cfa_opco_alerts is set

@@ -19,7 +19,7 @@ import time
 
 from cfa_opco import report_location, report_runs, settings
 from cfa_opco.erp.generator import seed
-from cfa_opco.pipeline.run_report import BUCKETS
+from cfa_opco.pipeline.run_report import BUCKETS, INVOICE_BUCKETS
 from cfa_opco.sandbox.testing import run_sandbox
 from cfa_opco.stack import airflow_env, embedded_pg
 
@@ -69,6 +69,14 @@ def _print_summary(summary: dict, log_path) -> None:
                            ("refusées par l'OPCO", "REJECTED"), ("en doute", "PENDING")):
             if conventions.get(key) or key == "SENT":
                 print(f"    {label:<60} {conventions.get(key, 0):>6}")
+    invoices = summary.get("invoices") or {}
+    if invoices.get("staged"):
+        print(f"  {'factures de l’ERP (POST /v1/factures) :':<62} {invoices['staged']:>6}")
+        for key, label in INVOICE_BUCKETS.items():
+            n = (invoices.get("buckets") or {}).get(key, 0)
+            if n or key in ("transmitted", "to_fix", "in_doubt"):
+                print(f"    {label.split(' (')[0]:<60} {n:>6}")
+        print(f"    {'= total des cases':<60} {sum((invoices.get('buckets') or {}).values()):>6}")
     if summary.get("failed_sources"):
         print(f"  sources NOT extracted   {', '.join(summary['failed_sources'])}")
     print()

@@ -13,6 +13,7 @@ from cfa_opco.connector import migrate
 from cfa_opco.extraction import extract as extract_batch
 from cfa_opco.factures import stage_invoices
 from cfa_opco.pipeline import config, run_report
+from cfa_opco.pipeline.invoicing import check_invoice_totals, invoice_buckets
 from cfa_opco.sources import load_sources
 from cfa_opco.outbox import plan as plan_run
 from cfa_opco.outbox import planned_batches
@@ -97,6 +98,18 @@ def echeances(context) -> dict:
                           writeback=ErpWriteback())
 
 
+def invoices(context) -> dict:
+    """Send the run's invoices that may leave; return the counts (decisions, buckets, per key)."""
+    from cfa_opco.pipeline.invoicing import send_invoices  # lazy: the invoices task only
+
+    params = context["params"]
+    out = send_invoices(_run_id(context), config.CONNECTOR_CONN_ID, dry_run=bool(params.get("dry_run")),
+                        only_opco=params.get("only_opco") or None, only_site=params.get("only_site") or None,
+                        software=config.software())
+    return {"decisions": out["decisions"], "buckets": out["buckets"], "errors": out["errors"],
+            "batches": {k: {n: v for n, v in b.items() if v} for k, b in out["batches"].items()}}
+
+
 def summarize(context, extraction: dict, quality: dict | None = None,
               planned: dict | None = None, decisions: dict | None = None) -> dict:
     """The run's summary: every extracted dossier in exactly one bucket (the ledger's and the
@@ -134,12 +147,17 @@ def summarize(context, extraction: dict, quality: dict | None = None,
             (src or {}).get("duplicates_count", 0) for src in (extraction.get("by_source") or {}).values()),
         "reports": (quality or {}).get("report_index"),
     }
+    # the run's invoices: one bucket each, counts that add up like the dossiers'
+    invoices = invoice_buckets(config.CONNECTOR_CONN_ID, run_id)
+    summary["invoices"] = {"staged": invoices["staged"], "buckets": invoices["buckets"],
+                           "by_opco": invoices["by_opco"], "reasons": invoices["reasons"]}
     # one run = one folder: the summary and the run report next to the quality reports
     out = report_location.run_folder(run_id)
     out.mkdir(parents=True, exist_ok=True)
     path = out / report_runs.SUMMARY_FILE
     summary["report_url"] = report_location.run_report_url(run_id)
-    summary["run_report"] = str(run_report.write_markdown(out / report_runs.RUN_REPORT_FILE, summary, result))
+    summary["run_report"] = str(run_report.write_markdown(out / report_runs.RUN_REPORT_FILE, summary, result,
+                                                          invoices=invoices))
     summary["summary_file"] = str(path)
     path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     report_runs.refresh(out.parent, current=out)
@@ -153,6 +171,7 @@ def summarize(context, extraction: dict, quality: dict | None = None,
                     "cfa_opco_followup (tâche follow_up_health) et le rapport %s", d["suivi_impossible"],
                     summary["run_report"])
     run_report.check_totals(summary["extracted"], result)
+    check_invoice_totals(invoices)
     if summary["failed_sources"]:
         raise RuntimeError(f"sources not extracted this run: {', '.join(summary['failed_sources'])} "
                            "(the other sources went through; see the extract_dossiers log)")

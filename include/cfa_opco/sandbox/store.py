@@ -664,6 +664,7 @@ class Store:
             now = self.now()
             if ex is not None:
                 if ex[1] == h:
+                    self.bump(opco, "dup", "facture_same_content")
                     return 200, {"numeroInterneFacture": nif,
                                  "etatFacture": invoicing.etat(invoicing.decode(ex[4], ex[3]), ex[2], now)}
                 raise Rejected([{"code": "NUMERO_INTERNE_EXISTANT", "champ": "numeroInterneFacture",
@@ -711,6 +712,7 @@ class Store:
                 last = self.db.execute("SELECT MAX(regle_t) FROM factures WHERE dossier_id=?", (row[0],)).fetchone()[0]
                 self._append(row, "SOLDE", max(last, now))
             self.db.execute("COMMIT")
+            self.bump(opco, "created", "factures")
             return 201, {"numeroInterneFacture": nif, "etatFacture": "EN_COURS"}
 
     def _echeances_left(self, row, ech: dict[int, dict], num: int) -> bool:

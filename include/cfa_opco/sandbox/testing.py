@@ -156,6 +156,11 @@ class SandboxServer:
         """{numeroInterne: {count, last}} of the conventions de formation this OPCO received."""
         return self._j("GET", "/conventions", params={"opco": opco})["conventions"]
 
+    def factures(self, opco: str) -> dict:
+        """{factures: [{numeroInterneFacture, numeroInterneDossier, echeance, montant}], created,
+        same_content} — the invoices this OPCO holds, and the identical re-sends it answered 200."""
+        return self._j("GET", "/factures", params={"opco": opco})
+
     def set_faults(self, **faults: Any) -> dict:
         """Replace the fault profile (unspecified shares are 0)."""
         return self._j("PUT", "/faults", json=faults)
