@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -118,6 +119,22 @@ class TestStack:
 
     def task_instances(self, run_id: str, task_suffix: str = "") -> list[dict]:
         return [t for t in self.stack.task_instances(run_id) if t["task_id"].endswith(task_suffix)]
+
+    def worker_of(self, run_id: str, ti: dict) -> str | None:
+        """The worker that runs (ran) a task instance: the one whose own var/ holds its log."""
+        task = f"task_id={ti['task_id']}" + (f"/map_index={ti['map_index']}" if ti.get("map_index", -1) >= 0 else "")
+        for name in self.stack.worker_names():
+            folder = self.var_dir / name / "airflow" / "logs" / "dag_id=cfa_opco_daily" / f"run_id={run_id}" / task
+            if (folder / f"attempt={ti['try_number']}.log").exists():
+                return name
+        return None
+
+    def end_run(self, run_id: str) -> None:
+        """A run a failed test left going is marked failed: the next test's run is not held by
+        max_active_runs=1."""
+        if self.stack.run_state(run_id) not in ("success", "failed"):
+            with self.stack.api() as client:
+                client.patch(f"/dags/cfa_opco_daily/dagRuns/{quote(run_id, safe='')}", json={"state": "failed"})
 
     def wait_for(self, what: str, condition, timeout: float = 600, every: float = 0.5):
         """Poll ``condition()`` until it returns something true; that value."""
