@@ -18,6 +18,8 @@ that sent them has finished (instruction takes days or weeks):
    the transfer, paid in part, rejected with the OPCO's reason), else paid once the dossier is
    `SOLDE`; kept in `opco_facture` / `opco_facture_history` and written back to the ERPs whose
    source has a `facture` write-back statement.
+   Then **cash_view** refreshes the cumulative cash view (`tresorerie/` beside the runs' report
+   folders, linked from their home page).
 4. **settle_in_doubt** — every dossier left "in doubt" by a send whose answer was lost
    (PENDING in the ledger, whatever the run) is read back at its OPCO; found, it is recorded
    as sent; provably absent, it is sent (once); unreadable, it stays in doubt, counted, and
@@ -111,6 +113,12 @@ def cfa_opco_followup():
         return task_summary(sync(CONNECTOR_CONN_ID, run_id=context["run_id"], software=software(),
                                  writeback=ErpWriteback().factures))
 
+    @task(trigger_rule="all_done")
+    def cash_view(**context) -> dict:
+        from cfa_opco.pipeline.daily import cumulative_cash_view
+
+        return cumulative_cash_view()
+
     @task
     def settle_in_doubt(**context) -> dict:
         from cfa_opco.outbox import settle_in_doubt as settle
@@ -162,7 +170,7 @@ def cfa_opco_followup():
     synced = sync_states()
     synced >> settle_in_doubt()
     synced >> sync_echeances()
-    synced >> sync_factures()
+    synced >> sync_factures() >> cash_view()
     synced >> follow_up_health()
     check_keys()
 

@@ -94,20 +94,23 @@ def _lines_table(lines: list[CashLine], today, limit: int = 500) -> str:
             + rows + "</tbody></table>" + more)
 
 
-def write_html(path: Path, view: CashView, *, run_id: str, generated: str) -> None:
+def write_html(path: Path, view: CashView, *, run_id: str | None, generated: str) -> None:
     t = view.total
     r = view.this_run
-    body = (f"<p><a href='index.html'>← passage {html.escape(run_id)}</a></p>"
+    back = (f"<a href='index.html'>← passage {html.escape(run_id)}</a>" if run_id
+            else "<a href='../index.html'>← tous les passages</a>")
+    body = (f"<p>{back}</p>"
             "<h1>Trésorerie — échéances, factures et paiements des OPCO</h1>"
             f"<p class='muted'>Cumul de tous les passages, à la date du {view.today.strftime('%d/%m/%Y')} "
             f"(généré le {generated}). <a href='{EXCEL_NAME}'>Classeur Excel</a></p>"
             + _kpis([("attendu (échéanciers)", euros(t.attendu), ""), ("facturé", euros(t.facture), ""),
                      ("payé", euros(t.paye), ""), ("en retard", euros(t.en_retard), "err"),
                      ("échéances en retard", t.n_retard, "err"), ("factures rejetées", t.n_rejete, "err")])
-            + "<h2>Ce passage</h2>"
-            + _kpis([("factures transmises", r["factures_transmises"], ""),
-                     ("montant facturé", euros(r["montant_facture"]), ""),
-                     ("paiements reçus", r["paiements_recus"], ""), ("montant payé", euros(r["montant_paye"]), "")])
+            + ("<h2>Ce passage</h2>"
+               + _kpis([("factures transmises", r["factures_transmises"], ""),
+                        ("montant facturé", euros(r["montant_facture"]), ""),
+                        ("paiements reçus", r["paiements_recus"], ""), ("montant payé", euros(r["montant_paye"]), "")])
+               if run_id else "")
             + "<div class='charts'>" + svg_expected_vs_paid(view.by_month) + "</div>"
             + "<h2>Échéances par situation</h2><table><thead><tr><th>Situation</th><th>Échéances</th></tr></thead><tbody>"
             + "".join(f"<tr><td>{lab}</td><td class='num'>{t.by_situation[k]}</td></tr>" for k, lab in SITUATIONS.items())
@@ -125,7 +128,7 @@ def write_html(path: Path, view: CashView, *, run_id: str, generated: str) -> No
     Path(path).write_text(_page("Trésorerie", body), encoding="utf-8")
 
 
-def write_excel(path: Path, view: CashView, *, run_id: str, generated: str) -> None:
+def write_excel(path: Path, view: CashView, *, run_id: str | None, generated: str) -> None:
     wb = Workbook(write_only=True)
 
     def sheet(title: str, heads: list[str], rows):
@@ -152,14 +155,16 @@ def write_excel(path: Path, view: CashView, *, run_id: str, generated: str) -> N
     sheet("En retard", LINE_HEADS, (_line_cells(ln, view.today) for ln in view.overdue))
     sheet("Rejetées", LINE_HEADS, (_line_cells(ln, view.today) for ln in view.rejected))
     sheet("Échéances", LINE_HEADS, (_line_cells(ln, view.today) for ln in view.lines))
-    sheet("Passage", ["", ""], [("Passage", run_id), ("Généré le", generated), ("À la date du", view.today.isoformat()),
+    sheet("Passage", ["", ""], [("Passage", run_id or "cumul de tous les passages"), ("Généré le", generated), ("À la date du", view.today.isoformat()),
                                 *[(k, v) for k, v in view.this_run.items()]])
     wb.save(path)
 
 
-def write_cash_view(conn, run_id: str, out_dir: Path, today=None) -> dict:
-    """Build the cash view from the connector's database and write both files into the run's
-    report folder; returns the small summary the run summary keeps (counts and amounts)."""
+def write_cash_view(conn, run_id: str | None, out_dir: Path, today=None) -> dict:
+    """Build the cash view from the connector's database and write both files into ``out_dir``
+    (a run's report folder; the reports root's ``tresorerie/`` when ``run_id`` is None: the
+    cumulative view the follow-up DAG refreshes); returns the small summary kept in the run
+    summary (counts and amounts, no learner)."""
     import datetime as dt
 
     from cfa_opco.cash.positions import build, load_lines

@@ -110,6 +110,16 @@ def invoices(context) -> dict:
             "batches": {k: {n: v for n, v in b.items() if v} for k, b in out["batches"].items()}}
 
 
+def facture_states(context) -> dict:
+    """What the OPCOs say of the invoices sent (this run's and earlier ones): paid, paid in part,
+    rejected; written back to the ERPs that allow it."""
+    from cfa_opco.facture_followup import sync_factures, task_summary  # lazy: this task only
+    from cfa_opco.writeback import ErpWriteback  # lazy: this task only
+
+    return task_summary(sync_factures(config.CONNECTOR_CONN_ID, run_id=_run_id(context), software=config.software(),
+                                      writeback=ErpWriteback().factures))
+
+
 def summarize(context, extraction: dict, quality: dict | None = None,
               planned: dict | None = None, decisions: dict | None = None) -> dict:
     """The run's summary: every extracted dossier in exactly one bucket (the ledger's and the
@@ -154,6 +164,8 @@ def summarize(context, extraction: dict, quality: dict | None = None,
     # one run = one folder: the summary and the run report next to the quality reports
     out = report_location.run_folder(run_id)
     out.mkdir(parents=True, exist_ok=True)
+    # the cash view (échéances, invoices, payments: this run and cumulative), next to them
+    summary["cash"] = cash_view(out, run_id)
     path = out / report_runs.SUMMARY_FILE
     summary["report_url"] = report_location.run_report_url(run_id)
     summary["run_report"] = str(run_report.write_markdown(out / report_runs.RUN_REPORT_FILE, summary, result,
@@ -176,6 +188,26 @@ def summarize(context, extraction: dict, quality: dict | None = None,
         raise RuntimeError(f"sources not extracted this run: {', '.join(summary['failed_sources'])} "
                            "(the other sources went through; see the extract_dossiers log)")
     return summary
+
+
+def cash_view(folder, run_id: str | None) -> dict:
+    """Write tresorerie.html / tresorerie.xlsx into ``folder``; their small summary."""
+    from cfa_opco.cash.report import write_cash_view  # lazy: openpyxl only when summarising
+    from cfa_opco.db.connect import connection
+
+    with connection(config.CONNECTOR_CONN_ID) as conn:
+        return write_cash_view(conn, run_id, folder)
+
+
+def cumulative_cash_view() -> dict:
+    """The cash view of every run so far, in the reports root's ``tresorerie/`` (published to
+    the reports store when there is one); the runs' home page links to it."""
+    folder = report_location.cash_folder()
+    out = cash_view(folder, None)
+    (folder / "tresorerie.json").write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
+    report_runs.refresh(folder.parent)
+    report_store.publish(folder, folder.parent)
+    return out
 
 
 # the run_summary buckets an operator must act on: the run must not end plain green

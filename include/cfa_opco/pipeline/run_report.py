@@ -194,6 +194,29 @@ def invoice_lines(invoices: dict) -> list[str]:
     return lines
 
 
+def cash_lines(cash: dict) -> list[str]:
+    """The run report's « Trésorerie » section: the cash view's figures, and where it is."""
+    from cfa_opco.cash.positions import SITUATIONS
+
+    def eur(v: float) -> str:
+        return f"{v:,.2f} €".replace(",", " ").replace(".", ",")
+
+    r = cash["this_run"]
+    lines = ["", "## Trésorerie (échéances, factures, paiements)", "",
+             f"Vue trésorerie : [{cash['html']}]({cash['html']}) · classeur Excel : [{cash['excel']}]({cash['excel']})",
+             "", f"Ce run : {r['factures_transmises']} facture(s) transmise(s) ({eur(r['montant_facture'])}), "
+                 f"{r['paiements_recus']} paiement(s) reçu(s) ({eur(r['montant_paye'])}).", "",
+             "| Cumul | Montant |", "|---|---:|",
+             f"| Attendu (échéanciers) | {eur(cash['attendu'])} |", f"| Facturé | {eur(cash['facture'])} |",
+             f"| Payé | {eur(cash['paye'])} |",
+             f"| En retard ({cash['echeances_en_retard']} échéance(s)) | {eur(cash['en_retard'])} |", "",
+             "| Échéances par situation | Nombre |", "|---|---:|"]
+    for k, label in SITUATIONS.items():
+        lines.append(f"| {label} | {cash['by_situation'].get(k, 0)} |")
+    lines.append(f"| **Total** | **{cash['echeances']}** |")
+    return lines
+
+
 def write_markdown(path: Path, summary: dict, result: dict, invoices: dict | None = None) -> Path:
     """The run report (Markdown): the buckets, the decisions, then the details of what needs someone."""
     lines = [f"# Run {summary['run_id']}", "",
@@ -241,6 +264,8 @@ def write_markdown(path: Path, summary: dict, result: dict, invoices: dict | Non
                                                            for st in FOLLOWING_STATUSES) + " |")
     if invoices is not None:
         lines += invoice_lines(invoices)
+    if summary.get("cash"):
+        lines += cash_lines(summary["cash"])
     if summary.get("reports"):
         lines += ["", f"Rapports qualité : {summary['reports']}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
