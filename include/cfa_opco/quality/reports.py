@@ -301,7 +301,9 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
              f"<li><a href='factures_a_corriger.csv'>Factures à corriger (CSV)</a> : {len(invoices_fix)} anomalie(s) "
              "de factures</li>" + docs_link
              + "<li><a href='run_report.md'>Bilan du passage</a> (transmissions, décisions des OPCO, dossiers "
-               "bloqués : écrit à la fin du run par la tâche run_summary)</li></ul>"
+               "bloqués : écrit à la fin du run par la tâche run_summary)</li>"
+               "<li><a href='tresorerie.html'>Trésorerie</a> (échéances, factures, paiements des OPCO, retards, "
+               "rejets ; <a href='tresorerie.xlsx'>Excel</a> — écrite à la fin du run)</li></ul>"
              "<h2>Par site</h2><table><thead><tr><th>Site</th><th>Dossiers</th><th>En quarantaine</th></tr></thead>"
              f"<tbody>{site_rows}</tbody></table>")
     path = out_dir / "index.html"
