@@ -169,3 +169,32 @@ def test_dry_run_and_filters_send_nothing_and_still_account_for_every_invoice(in
     assert sum(only.values()) == staged and only["filtered"] > 300, only
     assert {f["numeroInterneFacture"] for f in sbx.factures("atlas")["factures"]}
     assert all(not sbx.factures(code)["factures"] for code in opco_codes() if code != "atlas")
+
+
+def test_a_rupture_stops_the_invoicing_of_later_echeances(invoiced):
+    """An échéance the OPCO cancelled after a rupture (its schedule says ANNULEE), or dated after
+    a rupture the connector sent: the invoice is not sent, its bucket says why."""
+    conn, sbx = invoiced["connector"], invoiced["sandbox"]
+    staged = rows(conn, """SELECT f.source_id, f.numero_interne, f.echeance_numero, f.numero_facture, f.echeance_date
+                           FROM staged_facture f JOIN facture_verdict v USING (run_id, source_id, ligne)
+                           JOIN opco_dossier od ON od.source_id = f.source_id AND od.numero_interne = f.numero_interne
+                           WHERE f.run_id = %s AND v.verdict = 'TRANSMIT' AND od.etat = 'ENGAGE'
+                             AND f.echeance_date IS NOT NULL
+                           ORDER BY f.numero_facture LIMIT 2""", RUN)
+    (src_a, ni_a, num_a, nif_a, _), (src_b, ni_b, num_b, nif_b, date_b) = staged
+    with connection(conn) as c, c.cursor() as cur:
+        cur.execute("""INSERT INTO opco_echeance (source_id, numero_interne, numero, opco_code, etat)
+                       VALUES (%s, %s, %s, 'atlas', 'ANNULEE')
+                       ON CONFLICT (source_id, numero_interne, numero) DO UPDATE SET etat = 'ANNULEE'""",
+                    (src_a, ni_a, num_a))
+        cur.execute("""INSERT INTO transmission (run_id, source_id, numero_interne, operation, content_hash, payload,
+                       status, sent_at) VALUES ('r0', %s, %s, 'RUPTURE', 'h', jsonb_build_object('numeroInterne', %s,
+                       'dateRupture', (%s::date - 1)::text), 'SENT', now())""", (src_b, ni_b, ni_b, date_b))
+    out = send_invoices(RUN, conn, **FAST)
+    sent = {n for n, st in _ledger(conn).items() if st == "SENT"}
+    assert nif_a not in sent and nif_b not in sent
+    assert out["buckets"]["no_longer_due"] == 2
+    details = invoice_buckets(conn, RUN)["details"]["no_longer_due"]
+    assert {d["numero_facture"] for d in details} == {nif_a, nif_b}
+    assert all("rompu" in d["raison"] and "annuler la facture dans l'ERP" in d["raison"] for d in details)
+    assert sum(out["buckets"].values()) == rows(conn, "SELECT count(*) FROM staged_facture WHERE run_id = %s", RUN)[0][0]

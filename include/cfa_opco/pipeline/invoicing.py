@@ -3,6 +3,10 @@ ends in exactly one bucket, and those that may leave are sent through the one ou
 
 Before anything leaves, each invoice gets a decision (``facture_plan``), in this order:
 
+0. ``NO_LONGER_DUE``     its contract was terminated (rupture) before its échéance: the OPCO
+                         cancelled that échéance (``ANNULEE`` in its schedule) or the rupture
+                         sent through the connector is dated before the échéance's date — the
+                         invoice must be cancelled in the ERP, not sent
 1. ``TO_FIX``            the suite cfa_opco_facture reported it (rule codes, French messages)
 2. ``FILTERED``          left out by the run's ``only_opco`` / ``only_site``
 3. ``NOT_TRANSMISSIBLE`` its OPCO takes no invoice by API (``factures_v1`` not served), or takes
@@ -39,7 +43,12 @@ DETAIL_LIMIT = 50
 
 _ROWS = """
 SELECT f.source_id, f.ligne, f.numero_facture, f.numero_interne, f.echeance_numero, f.date_facture, f.montant,
-       f.site_code, v.verdict, v.rule_codes, od.etat, od.opco_code, od.conn_id, od.cfa_siren,
+       f.site_code, v.verdict, v.rule_codes, od.etat, od.opco_code, od.conn_id, od.cfa_siren, f.echeance_date,
+       (SELECT e.etat FROM opco_echeance e WHERE e.source_id = f.source_id AND e.numero_interne = f.numero_interne
+          AND e.numero = f.echeance_numero) AS echeance_etat,
+       (SELECT (t.payload->>'dateRupture')::date FROM transmission t WHERE t.source_id = f.source_id
+          AND t.numero_interne = f.numero_interne AND t.operation = 'RUPTURE' AND t.status = 'SENT'
+          ORDER BY t.id DESC LIMIT 1) AS date_rupture,
        p.decision AS plan_decision, p.opco_code AS plan_opco, p.reason AS plan_reason,
        (SELECT string_agg(DISTINCT a.message, ' ; ') FROM facture_anomaly a WHERE a.run_id = f.run_id
           AND a.source_id = f.source_id AND a.ligne = f.ligne AND a.severity = 'error') AS anomalies
@@ -59,6 +68,13 @@ def _dicts(cur) -> list[dict]:
 
 def decide(row: dict, only_opco: str | None, only_site: str | None) -> tuple[str, str | None, str]:
     """(decision, OPCO code, French reason) of one invoice."""
+    rupture = row.get("date_rupture")
+    if row.get("echeance_etat") == "ANNULEE" or (rupture and row.get("echeance_date") and
+                                                 row["echeance_date"] > rupture):
+        when = f" le {rupture.strftime('%d/%m/%Y')}" if rupture else ""
+        return "NO_LONGER_DUE", row["opco_code"] or row["plan_opco"], (
+            f"Facture sans objet : le contrat du dossier {row['numero_interne']} a été rompu{when}, l'échéance "
+            f"{row['echeance_numero']} est annulée par la rupture — annuler la facture dans l'ERP (rien n'est envoyé)")
     if row["verdict"] == "TO_FIX":
         return "TO_FIX", row["opco_code"] or row["plan_opco"], (
             row["anomalies"] or "contrôle des factures : " + ", ".join(row["rule_codes"] or []))
@@ -147,7 +163,7 @@ LEFT JOIN LATERAL (SELECT status, message FROM transmission t WHERE t.operation 
                    ORDER BY t.id DESC LIMIT 1) t ON p.decision = 'SEND'
 WHERE f.run_id = %s
 """
-_DECIDED = {"TO_FIX": "to_fix", "FILTERED": "filtered", "NOT_TRANSMISSIBLE": "not_transmissible",
+_DECIDED = {"NO_LONGER_DUE": "no_longer_due", "TO_FIX": "to_fix", "FILTERED": "filtered", "NOT_TRANSMISSIBLE": "not_transmissible",
             "WAITING_ENGAGE": "waiting_engage"}
 _SENT = {"SENT": "transmitted", "REJECTED": "refused", "PENDING": "in_doubt", "DRY_RUN": "dry_run"}
 

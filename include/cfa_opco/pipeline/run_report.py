@@ -31,6 +31,7 @@ INVOICE_BUCKETS = {
     "transmitted": "Transmises à l'OPCO",
     "to_fix": "À corriger dans l'ERP (contrôle des factures, deux factures pour une échéance)",
     "waiting_engage": "En attente de l'engagement du dossier (pas encore ENGAGE)",
+    "no_longer_due": "Sans objet après la rupture du contrat (échéance annulée : à annuler dans l'ERP)",
     "not_transmissible": "Non transmissibles par l'API (OPCO sans route factures : portail)",
     "filtered": "Écartées par les paramètres du run (only_opco / only_site)",
     "refused": "Refusées par l'OPCO à l'envoi",
