@@ -32,7 +32,7 @@ def _ledger_sent(connector: str, conn_id: str, opco: str, source: str, body: dic
         cur.execute("""INSERT INTO transmission (run_id, source_id, numero_interne, operation, opco_code, cfa_siren,
                        conn_id, content_hash, payload, status, sent_at, completed_at)
                        VALUES ('r1', %s, %s, 'FACTURE', %s, %s, %s, md5(%s), %s::jsonb, 'SENT', now(), now())""",
-                    (source, body["numeroInterneFacture"], opco, SIREN, conn_id, json.dumps(body), json.dumps(body)))
+                    (source, body["numeroInterneDossier"], opco, SIREN, conn_id, json.dumps(body), json.dumps(body)))
 
 
 def _engage(hook: OpcoHook, opco: str, numero: str) -> list:
@@ -88,8 +88,20 @@ def test_paid_partly_paid_rejected_stored_with_history_and_written_back(sandbox,
     assert erp[sent["OK"][0]][:3] == ("REGLEE", sent["OK"][1].montant, True)
     assert erp[sent["PARTIEL"][0]][1] == round(sent["PARTIEL"][1].montant * 0.75, 2)
     assert erp[sent["REJET"][0]][0] == "REJETEE" and erp[sent["REJET"][0]][3].startswith("rejetée")
+    # the rejected invoice released its échéance: another invoice for it may now be recorded
+    rej_nif, rej_e = sent["REJET"]
+    assert rows(connector_dsn, """SELECT released_at IS NOT NULL FROM transmission
+                                  WHERE payload->>'numeroInterneFacture' = %s""", rej_nif) == [(True,)]
+    _ledger_sent(connector_dsn, conn_id, "atlas", "erp_main",
+                 {"numeroInterneFacture": rej_nif + "-BIS", "numeroInterneDossier": numero,
+                  "echeance": {"numero": rej_e.numero}, "montant": rej_e.montant})
+    import psycopg2
+    with pytest.raises(psycopg2.errors.UniqueViolation):   # the paid one's échéance is not free
+        _ledger_sent(connector_dsn, conn_id, "atlas", "erp_main",
+                     {"numeroInterneFacture": "OTHER", "numeroInterneDossier": numero,
+                      "echeance": {"numero": sent["OK"][1].numero}, "montant": 1.0})
     # all final: nothing more to read
-    assert sync_factures(connector_dsn, writeback=wb.factures)["connections"] == 0
+    assert sync_factures(connector_dsn, writeback=wb.factures)["connections"] == 1   # the new one, open
 
 
 def test_without_the_invoice_route_paid_when_the_dossier_is_solde(sandbox, opco_conn, connector_dsn):

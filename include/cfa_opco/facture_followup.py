@@ -12,7 +12,8 @@
 
 Which invoices were sent comes from the one outbox ledger (``transmission``, operation
 ``FACTURE``, status ``SENT``): an invoice the OPCO lists that we did not send (typed in its
-portal) is counted as ``unknown`` and not stored. Changed rows are passed to ``writeback``
+portal) is counted as ``unknown`` and not stored. A rejected invoice releases its échéance
+(``transmission.released_at``): a corrected invoice under a new number may then leave. Changed rows are passed to ``writeback``
 (:meth:`cfa_opco.writeback.ErpWriteback.factures`) after commit.
 """
 from __future__ import annotations
@@ -108,6 +109,11 @@ def _apply(db, rows: list[dict], run_id: str | None) -> list[dict]:
             cur.execute(_HISTORY, {**row, "motifs": json.dumps(row["motifs"], ensure_ascii=False)
                                    if row.get("motifs") else None, "run_id": run_id})
             changed.append(row)
+            if row["etat_norm"] == "REJETE":   # its échéance is free again: a new invoice may be sent for it
+                cur.execute("""UPDATE transmission SET released_at = now()
+                               WHERE operation = 'FACTURE' AND status = 'SENT' AND conn_id = %s
+                                 AND payload ->> 'numeroInterneFacture' = %s AND released_at IS NULL""",
+                            (row["conn_id"], row["numero_facture"]))
     db.commit()
     return changed
 

@@ -9,6 +9,8 @@ Its own rules on top of the ledger's:
 - **never two invoices for one échéance**: an invoice whose échéance already has another invoice
   SENT or in doubt (in the ledger, or earlier in this batch) is BLOCKED with why — and the
   ledger's unique index (V1230) refuses a second live intent even from a racing worker;
+- an invoice the OPCO rejected during its instruction (read by :mod:`cfa_opco.facture_followup`)
+  releases its échéance (``released_at``): the corrected invoice, under a new number, leaves;
 - an invoice changed in the ERP after it was sent is BLOCKED (the norm has no correction of an
   invoice: the CFA issues a credit note on the OPCO's portal).
 """
@@ -91,7 +93,7 @@ class InvoiceFlow(Flow):
                 continue
             key = (row["source_id"], row["numero_interne"], int(row["echeance_numero"]))
             others = [t for t in dossier if _echeance(t) == key[2] and _nif(t) != row["numero_facture"]
-                      and t["status"] in LIVE]
+                      and t["status"] in LIVE and not t.get("released_at")]
             if others:
                 job.status, job.message = Status.BLOCKED, taken_message(row, _nif(others[-1]), others[-1]["status"])
                 blocked.append(job)
