@@ -68,6 +68,16 @@ def test_invoices_leave_exactly_once_and_each_ends_in_one_bucket(invoiced):
     details = invoice_buckets(conn, RUN)
     assert any("Uniformation" in d["raison"] for d in details["details"]["not_transmissible"])
     assert all(d["raison"] for bucket in details["details"].values() for d in bucket)
+    # the "Dossiers OPCO" view and the proof bundle hold a dossier's invoice with the rest
+    from cfa_opco.proofs import export_proof_bundle
+    from cfa_opco.ui import dossiers as ui
+
+    source, numero = rows(conn, """SELECT source_id, numero_interne FROM transmission WHERE operation = 'FACTURE'
+                                   AND status = 'SENT' ORDER BY id LIMIT 1""")[0]
+    page = ui.dossier(source, numero, target=conn)
+    assert [t["status"] for t in page["ledger"] if t["operation"] == "FACTURE"] == ["SENT"]
+    assert page["current"]["bucket"] == "transmitted"
+    assert any(t["operation"] == "FACTURE" for t in export_proof_bundle(conn, numero)["transmissions"])
     # a rerun sends nothing again
     again = send_invoices(RUN, conn, **FAST)
     assert sum(x.get("invoices_sent", 0) for x in again["batches"].values()) == 0
@@ -198,3 +208,21 @@ def test_a_rupture_stops_the_invoicing_of_later_echeances(invoiced):
     assert {d["numero_facture"] for d in details} == {nif_a, nif_b}
     assert all("rompu" in d["raison"] and "annuler la facture dans l'ERP" in d["raison"] for d in details)
     assert sum(out["buckets"].values()) == rows(conn, "SELECT count(*) FROM staged_facture WHERE run_id = %s", RUN)[0][0]
+
+
+def test_the_next_run_stages_only_the_invoices_the_opco_does_not_hold(invoiced, tmp_path):
+    conn, sbx = invoiced["connector"], invoiced["sandbox"]
+    first = send_invoices(RUN, conn, **FAST)["buckets"]
+    created = sum(sbx.factures(code)["created"] for code in opco_codes())
+    run2 = "scheduled__next"
+    extract(run2, invoiced["sources"], conn)
+    staged = stage_invoices(run2, invoiced["sources"], conn)
+    assert staged["already_sent"] == first["transmitted"]
+    assert staged["staged"] == sum(first.values()) - first["transmitted"]
+    summary = run_quality_gate(run2, conn, reports_dir=tmp_path / "reports2")
+    assert summary["invoices"]["checked"] == staged["staged"]
+    assert (tmp_path / "reports2" / "factures_a_corriger.csv").exists()
+    second = send_invoices(run2, conn, **FAST)["buckets"]
+    assert sum(second.values()) == staged["staged"] and second["transmitted"] == 0, second
+    assert second["to_fix"] == first["to_fix"] and second["not_transmissible"] == first["not_transmissible"]
+    assert sum(sbx.factures(code)["created"] for code in opco_codes()) == created

@@ -153,9 +153,11 @@ def send_invoices(run_id: str, connector: str, *, dry_run: bool = False, only_op
 
 _BUCKETS_SQL = """
 SELECT f.source_id, f.ligne, f.numero_facture, f.numero_interne, f.site_code, p.decision, p.opco_code, p.reason,
-       t.status, t.message
+       t.status, t.message, v.rule_codes, od.etat
 FROM staged_facture f
 LEFT JOIN facture_plan p ON p.run_id = f.run_id AND p.source_id = f.source_id AND p.ligne = f.ligne
+LEFT JOIN facture_verdict v ON v.run_id = f.run_id AND v.source_id = f.source_id AND v.ligne = f.ligne
+LEFT JOIN opco_dossier od ON od.source_id = f.source_id AND od.numero_interne = f.numero_interne
 LEFT JOIN LATERAL (SELECT status, message FROM transmission t WHERE t.operation = 'FACTURE'
                      AND t.source_id = f.source_id AND t.numero_interne = f.numero_interne
                      AND t.payload ->> 'numeroInterneFacture' = f.numero_facture
@@ -199,7 +201,7 @@ def invoice_buckets(connector: str, run_id: str, detail_limit: int = DETAIL_LIMI
         by_opco.setdefault(r["opco_code"] or "?", Counter())[b] += 1
         if b != "transmitted":
             why = r["reason"] if r["decision"] != "SEND" else r["message"]
-            reasons.setdefault(b, Counter())[_reason_kind(why)] += 1
+            reasons.setdefault(b, Counter())[_reason_kind(b, r, why)] += 1
             if len(details.setdefault(b, [])) < detail_limit:
                 details[b].append({"source_id": r["source_id"], "numero_facture": r["numero_facture"],
                                    "numero_interne": r["numero_interne"], "raison": (why or "")[:300]})
@@ -207,12 +209,19 @@ def invoice_buckets(connector: str, run_id: str, detail_limit: int = DETAIL_LIMI
             "reasons": {k: dict(v.most_common(10)) for k, v in reasons.items()}, "details": details}
 
 
-def _reason_kind(why: str | None) -> str:
-    """A reason without its invoice's particulars (to count them): up to the first colon's clause."""
+def _reason_kind(bucket: str, r: dict, why: str | None) -> str:
+    """A reason without its invoice's particulars, to count the invoices of each kind."""
+    if bucket == "to_fix" and r["decision"] == "TO_FIX":
+        return "contrôle des factures : " + ", ".join(r["rule_codes"] or [])
+    if bucket == "to_fix":
+        return ("deux factures pour une échéance (la seconde n'est jamais envoyée)" if "jamais deux factures" in
+                (why or "") else "facture modifiée dans l'ERP après sa transmission")
+    if bucket == "waiting_engage":
+        where = f"à l'{opco_label(r['opco_code'])}" if r["opco_code"] else "sans OPCO"
+        return f"dossier {r['etat']} {where}" if r["etat"] else f"dossier pas encore transmis ({where})"
     if not why:
         return ""
-    head = why.split(" : ")[0] if " : " in why else why
-    return head[:160]
+    return (why.split(" : ")[0] if " : " in why else why)[:160]
 
 
 def check_invoice_totals(result: dict) -> None:

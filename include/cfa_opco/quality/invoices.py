@@ -45,8 +45,8 @@ def _fmt_amount(v) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "(vide)"
     d = Decimal(str(v))
-    text = f"{d:,.{max(2, -d.as_tuple().exponent if d.as_tuple().exponent < 0 else 2)}f}"
-    return text.replace(",", " ").replace(".", ",")
+    places = 2 if d == d.quantize(Decimal("0.01")) else max(2, -d.normalize().as_tuple().exponent)
+    return f"{d:,.{places}f}".replace(",", " ").replace(".", ",")
 
 
 def _fmt_date(v) -> str:
