@@ -15,12 +15,24 @@ Every morning, for every ERP source of the CFA network:
    through the exactly-once ledger (a rerun never sends a dossier twice, never loses one).
 5. **wait_for_decisions** — deferrable sensor: until every dossier sent in this run is
    ENGAGE, REFUSE or ANNULE, or the run's deadline (the follow-up DAG carries on after).
-6. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
-   refused, and where the reports are.
-7. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
+6. **sync_echeances** — the payment schedule (échéances) of every dossier the OPCO engaged,
+   read back, stored with its history and written back to the ERPs that allow it.
+7. **send_invoices** — the ERPs' invoices frozen with the run (checked by the quality gate's
+   suite `cfa_opco_facture`) sent to the OPCOs that take them by API, `POST /v1/factures`, exactly
+   once per invoice and never two for one échéance; each invoice in one bucket (transmitted, to
+   fix, waiting for ENGAGE, not transmissible, filtered, refused, in doubt, dry run, not
+   processed), with the same `dry_run`, `only_opco` and `only_site` params as the dossiers.
+8. **sync_factures** — what the OPCOs say of the invoices sent (this run's and earlier ones):
+   paid (amount actually paid, transfer), paid in part, rejected with the reason; written back
+   to the ERPs that allow it (the follow-up DAG keeps reading them every 30 minutes).
+9. **run_summary** — extracted / passed quality / quarantined / transmitted / accepted /
+   refused, the invoices' buckets, the cash view (`tresorerie.html`, `tresorerie.xlsx`:
+   expected, invoiced, paid, overdue, rejected; per OPCO, site and month), and where the
+   reports are.
+10. **attention_needed** — fails (Variable `cfa_opco_unsent_outcome`: `fail`, the default;
    `skip`; `ignore`) when the run left dossiers unsent, blocked or in doubt, with the counts
    and the report's link: such a run does not end plain green.
-8. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
+11. **send_alerts** — alerts (off unless the Variable `cfa_opco_alerts` names a channel):
    dossiers in doubt, an OPCO's refusal or error rate over its threshold, one digest per
    site with its new blocking anomalies. A failed transmit task alerts at once (its
    `on_failure_callback`).
@@ -138,6 +150,24 @@ def cfa_opco_daily():
         timeout=6 * 3600,
     )
 
+    @task(trigger_rule="all_done")
+    def sync_echeances(**context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.echeances(context)
+
+    @task(trigger_rule="all_done")
+    def send_invoices(**context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.invoices(context)
+
+    @task(trigger_rule="all_done")
+    def sync_factures(**context) -> dict:
+        from cfa_opco.pipeline import daily
+
+        return daily.facture_states(context)
+
     @task   # fails with AirflowFailException: never retried
     def attention_needed(summary: dict, **context) -> dict:
         from cfa_opco.pipeline import daily
@@ -145,7 +175,7 @@ def cfa_opco_daily():
         return daily.attention(context, summary)
 
     summary = run_summary(extraction, quality, planned)
-    transmits >> wait >> summary
+    transmits >> wait >> sync_echeances() >> send_invoices() >> sync_factures() >> summary
     attention_needed(summary)
 
     # alerts at the run's end (cfa_opco.alerts): off unless the Variable cfa_opco_alerts is set

@@ -9,15 +9,26 @@ that sent them has finished (instruction takes days or weeks):
    the window since the last read (cost grows with the number of changes, not with the
    stock), v1-only OPCOs through `/v1/dossiers/liste` (100 dossiers per call). States,
    refusal motives and missing documents land in `opco_dossier` / `opco_state_change`.
-2. **settle_in_doubt** — every dossier left "in doubt" by a send whose answer was lost
+2. **sync_echeances** — the payment schedule (échéances) of every dossier the OPCO engaged,
+   read back once (and again after 24 h) through `GET /v2/dossiers?numeroInterne=`, stored
+   with its history (`opco_echeance`, `opco_echeance_history`) and written back to the ERPs
+   whose source has an `echeance` write-back statement.
+3. **sync_factures** — what each OPCO says of the invoices sent: `/v2/factures/etats` over the
+   window since the last read where the OPCO serves it (paid with the amount actually paid and
+   the transfer, paid in part, rejected with the OPCO's reason), else paid once the dossier is
+   `SOLDE`; kept in `opco_facture` / `opco_facture_history` and written back to the ERPs whose
+   source has a `facture` write-back statement.
+   Then **cash_view** refreshes the cumulative cash view (`tresorerie/` beside the runs' report
+   folders, linked from their home page).
+4. **settle_in_doubt** — every dossier left "in doubt" by a send whose answer was lost
    (PENDING in the ledger, whatever the run) is read back at its OPCO; found, it is recorded
    as sent; provably absent, it is sent (once); unreadable, it stays in doubt, counted, and
    the next run of this DAG tries again.
-3. **follow_up_health** — fails, naming the OPCO and the key, when a key's polls have
+5. **follow_up_health** — fails, naming the OPCO and the key, when a key's polls have
    failed `poll_failure_limit` times in a row (param, else Variable
    `cfa_opco_poll_failure_limit`, default 5): its open dossiers are marked "suivi impossible"
    with the reason; the other keys' decisions were recorded by sync_states all the same.
-4. **check_keys** — asks each OPCO key for its expiry date (`/v2/cfakeyinfo`) and logs a
+6. **check_keys** — asks each OPCO key for its expiry date (`/v2/cfakeyinfo`) and logs a
    warning for every key expiring within `cfa_opco_key_expiry_warning_days` days
    (Variable, default 30), so a new key is requested from the OPCO's extranet in time; with
    alerts on (Variable `cfa_opco_alerts`), each such key is alerted about, at most once a day.
@@ -81,6 +92,33 @@ def cfa_opco_followup():
                 "by_etat": result["by_etat"], "errors": result["errors"], "per_connection": per,
                 "poll_failures": result["poll_failures"], "suivi_impossible": result["suivi_impossible"]}
 
+    @task(trigger_rule="all_done")
+    def sync_echeances(**context) -> dict:
+        from cfa_opco.echeances import sync_echeances as sync
+        from cfa_opco.pipeline.config import CONNECTOR_CONN_ID, software
+        from cfa_opco.writeback import ErpWriteback
+
+        result = sync(CONNECTOR_CONN_ID, run_id=context["run_id"], software=software(), writeback=ErpWriteback())
+        if result["errors_count"]:
+            log.warning("%d échéancier(s) illisible(s) : %s", result["errors_count"],
+                        "; ".join(f"{n} : {e}" for n, e in list(result["errors"].items())[:5]))
+        return result
+
+    @task(trigger_rule="all_done")
+    def sync_factures(**context) -> dict:
+        from cfa_opco.facture_followup import sync_factures as sync, task_summary
+        from cfa_opco.pipeline.config import CONNECTOR_CONN_ID, software
+        from cfa_opco.writeback import ErpWriteback
+
+        return task_summary(sync(CONNECTOR_CONN_ID, run_id=context["run_id"], software=software(),
+                                 writeback=ErpWriteback().factures))
+
+    @task(trigger_rule="all_done")
+    def cash_view(**context) -> dict:
+        from cfa_opco.pipeline.daily import cumulative_cash_view
+
+        return cumulative_cash_view()
+
     @task
     def settle_in_doubt(**context) -> dict:
         from cfa_opco.outbox import settle_in_doubt as settle
@@ -131,6 +169,8 @@ def cfa_opco_followup():
 
     synced = sync_states()
     synced >> settle_in_doubt()
+    synced >> sync_echeances()
+    synced >> sync_factures() >> cash_view()
     synced >> follow_up_health()
     check_keys()
 

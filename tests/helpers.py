@@ -26,8 +26,9 @@ def sources_file_for(erp: dict, directory: Path) -> Path:
     project = Path(__file__).resolve().parent.parent
     doc = yaml.safe_load((project / "config" / "sources.yaml").read_text())
     for s in doc["sources"]:
-        for key in ("dossiers_sql", "pieces_sql"):
-            s[key] = str(project / "config" / s[key])
+        for key in ("dossiers_sql", "pieces_sql", "factures_sql"):
+            if s.get(key):
+                s[key] = str(project / "config" / s[key])
         s["files_root"] = str(erp["files_root"] / s["id"])
     out = directory / "sources.yaml"
     out.write_text(yaml.safe_dump(doc, allow_unicode=True))

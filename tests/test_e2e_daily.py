@@ -102,6 +102,34 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
                                                    FROM contrat""")[0]
         assert written[0] > 500 and written[1] > 500
         assert rows(seeded_erp["erp_main"], "SELECT count(*) FROM retour_opco WHERE etat = 'REFUSE'")[0][0] > 0
+        # the échéances of the engaged dossiers were read back and written back to the ERP that allows it
+        engaged_read = rows(connector, """SELECT count(*) FILTER (WHERE echeances_read_at IS NOT NULL),
+                                                  count(*) FILTER (WHERE echeances_error IS NOT NULL)
+                                           FROM opco_dossier WHERE etat = 'ENGAGE'""")[0]
+        assert engaged_read[0] > 300 and engaged_read[0] + engaged_read[1] >= summary["accepted"], engaged_read
+        assert rows(seeded_erp["erp_main"], "SELECT count(*) FROM echeance WHERE etat_opco IS NOT NULL")[0][0] > 300
+        # every seeded invoice ends in exactly one visible bucket; each defect is to fix; nothing twice
+        invoices = summary["invoices"]
+        truth = rows(seeded_erp["erp_main"], "SELECT source_id, ligne, numero_facture, rule_code FROM seed_invoice_truth")
+        assert invoices["staged"] == len(truth) == sum(invoices["buckets"].values()), invoices["buckets"]
+        ib = invoices["buckets"]
+        assert ib["transmitted"] > 300 and ib["not_transmissible"] > 0 and ib["waiting_engage"] > 0, ib
+        assert ib["in_doubt"] == ib["not_processed"] == ib["dry_run"] == ib["filtered"] == 0, ib
+        defective = {(s, l) for s, l, _, r in truth if r}
+        plan = dict(((s, l), d) for s, l, d in rows(connector, """SELECT source_id, ligne, decision FROM facture_plan
+                                                                  WHERE run_id = %s""", run_id))
+        assert {plan[k] for k in defective} == {"TO_FIX"} and ib["to_fix"] >= len(defective)
+        held = [(f["numeroInterneDossier"], f["echeance"]) for code in opco_codes()
+                for f in sbx.factures(code)["factures"]]
+        assert len(held) == len(set(held)) == ib["transmitted"]
+        assert "## Factures" in report and f"| **Total** | **{len(truth)}** |" in report
+        # the proof bundle of a dossier with an invoice holds it
+        from cfa_opco.proofs import export_proof_bundle
+        invoiced = rows(connector, """SELECT numero_interne FROM transmission WHERE run_id = %s
+                                      AND operation = 'FACTURE' AND status = 'SENT' LIMIT 1""", run_id)[0][0]
+        bundle = export_proof_bundle(connector, invoiced)
+        assert any(t["operation"] == "FACTURE" for t in bundle["transmissions"])
+        assert any(p["route"].startswith("/v1/factures") for p in bundle["exchanges"])
         # the reports exist, are linked from the summary, and the runs home page lists the run
         assert summary["reports"] and Path(summary["reports"]).exists()
         assert run_id in (reports / report_location.INDEX).read_text(encoding="utf-8")

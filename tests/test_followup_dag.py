@@ -16,7 +16,8 @@ def test_followup_dag_structure():
     dag = bag.dags["cfa_opco_followup"]
     assert type(dag.timetable).__name__ == "CronTriggerTimetable" and "Europe/Paris" in repr(dag.timetable)
     assert dag.catchup is False and dag.max_active_runs == 1 and dag.tags and len(dag.doc_md) > 40
-    assert {t.task_id for t in dag.tasks} == {"sync_states", "settle_in_doubt", "follow_up_health", "check_keys"}
+    assert {t.task_id for t in dag.tasks} == {"sync_states", "sync_echeances", "sync_factures", "cash_view", "settle_in_doubt", "follow_up_health",
+                                               "check_keys"}
     assert all(t.retries >= 2 and t.owner == "cfa-data" for t in dag.tasks)
 
 

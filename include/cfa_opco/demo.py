@@ -19,7 +19,7 @@ import time
 
 from cfa_opco import report_location, report_runs, settings
 from cfa_opco.erp.generator import seed
-from cfa_opco.pipeline.run_report import BUCKETS
+from cfa_opco.pipeline.run_report import BUCKETS, INVOICE_BUCKETS
 from cfa_opco.sandbox.testing import run_sandbox
 from cfa_opco.stack import airflow_env, embedded_pg
 
@@ -69,6 +69,14 @@ def _print_summary(summary: dict, log_path) -> None:
                            ("refusées par l'OPCO", "REJECTED"), ("en doute", "PENDING")):
             if conventions.get(key) or key == "SENT":
                 print(f"    {label:<60} {conventions.get(key, 0):>6}")
+    invoices = summary.get("invoices") or {}
+    if invoices.get("staged"):
+        print(f"  {'factures de l’ERP (POST /v1/factures) :':<62} {invoices['staged']:>6}")
+        for key, label in INVOICE_BUCKETS.items():
+            n = (invoices.get("buckets") or {}).get(key, 0)
+            if n or key in ("transmitted", "to_fix", "in_doubt"):
+                print(f"    {label.split(' (')[0]:<60} {n:>6}")
+        print(f"    {'= total des cases':<60} {sum((invoices.get('buckets') or {}).values()):>6}")
     if summary.get("failed_sources"):
         print(f"  sources NOT extracted   {', '.join(summary['failed_sources'])}")
     print()
@@ -80,6 +88,35 @@ def _print_summary(summary: dict, log_path) -> None:
         print(f"  run report:      {summary['run_report']}")
     print(f"  run summary:     {summary.get('summary_file')}")
     print(f"  Airflow log:     {log_path}")
+    print("=" * 78)
+
+
+def _read_cash() -> dict | None:
+    path = report_location.cash_folder() / "tresorerie.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _euros(v: float) -> str:
+    return f"{v:,.2f} €".replace(",", " ")
+
+
+def _print_cash(cash: dict | None, rc: int, log_path) -> None:
+    """The cumulative cash view after the follow-up DAG: échéances, invoiced, paid, late, rejected."""
+    from cfa_opco.cash.positions import SITUATIONS
+
+    print(f" Trésorerie after the follow-up DAG (cfa_opco_followup, exit {rc})")
+    if cash is None:
+        print(f"  no cash view written: see {log_path}")
+        print("=" * 78)
+        return
+    print(f"  {'échéances des dossiers engagés (lues aux OPCO ou facturées)':<62} {cash['echeances']:>6}")
+    for key, label in SITUATIONS.items():
+        print(f"    {label:<60} {cash['by_situation'].get(key, 0):>6}")
+    print(f"    {'= total':<60} {sum(cash['by_situation'].values()):>6}")
+    for label, key in (("attendu", "attendu"), ("facturé", "facture"), ("payé", "paye"), ("en retard", "en_retard")):
+        print(f"  {label:<50} {_euros(cash[key]):>18}")
+    print(f"  cash view:       {report_location.cash_folder() / cash['html']} (and {cash['excel']})")
+    print(f"  follow-up log:   {log_path}")
     print("=" * 78)
 
 
@@ -144,6 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             with open(log_path, "w") as log:
                 rc = subprocess.run([str(airflow_env.airflow_bin()), "dags", "test", "cfa_opco_daily"],
                                     env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+            # later in the day: the follow-up DAG reads what happened since (payments of the
+            # invoices just sent: the demo's OPCOs pay 2 s after an invoice) and refreshes the
+            # cumulative cash view
+            time.sleep(SANDBOX_OVERRIDES["delays"]["reglement"] + 1)
+            print("[demo] running the DAG cfa_opco_followup (airflow dags test): states, payments, cash view ...")
+            followup_log = logs / f"demo-followup-{stamp}.log"
+            with open(followup_log, "w") as log:
+                frc = subprocess.run([str(airflow_env.airflow_bin()), "dags", "test", "cfa_opco_followup"],
+                                     env=env, stdout=log, stderr=subprocess.STDOUT).returncode
         entry = next(iter(report_runs.list_runs(report_location.reports_root())), None)
         if entry is not None and entry.mtime < started_at:   # an earlier run's folder
             entry = None
@@ -154,10 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads(summary_path.read_text())
         summary["summary_file"] = str(summary_path)
         _print_summary(summary, log_path)
+        cash = _read_cash()
+        _print_cash(cash, frc, followup_log)
         outcome = _run_outcome(entry, env)
         print(outcome["text"])
         if not outcome["ok"]:
             print(f"[demo] the DAG run failed (exit {rc}); see {log_path}", file=sys.stderr)
+            return 1
+        if cash is None or frc != 0:
+            print(f"[demo] the follow-up DAG run failed (exit {frc}); see {followup_log}", file=sys.stderr)
             return 1
         print(f"[demo] done in {time.perf_counter() - t0:.0f} s")
         return 0

@@ -22,6 +22,7 @@ from cfa_opco import settings
 REPORTS_VARIABLE = "cfa_opco_reports_dir"
 QUALITY_UI_PREFIX = "/cfa-quality"    # the quality reports plugin's FastAPI mount point
 INDEX = "index.html"
+CASH_FOLDER = "tresorerie"            # the cumulative cash view, refreshed by the follow-up DAG
 
 
 def _variable(name: str) -> str | None:
@@ -79,3 +80,8 @@ def site_page(site: str) -> str:
 def site_report_url(run_id: str, site: str) -> str:
     """The UI path of one site's quality page of a run (its quality lead's digest links it)."""
     return f"{QUALITY_UI_PREFIX}/reports/{quote(run_folder_name(run_id))}/{quote(site_page(site))}"
+
+
+def cash_folder() -> Path:
+    """The cumulative cash view's folder, beside the runs' folders."""
+    return reports_root() / CASH_FOLDER

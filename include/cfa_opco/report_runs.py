@@ -162,8 +162,12 @@ def write_home(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     table = runs_table(list_runs(root),
                        lambda e: f"{e.folder.name}/{report_location.INDEX}" if e.has_report else None)
+    cash = root / report_location.CASH_FOLDER / "tresorerie.html"
+    link = (f"<p><a href='{report_location.CASH_FOLDER}/tresorerie.html'>Trésorerie, cumul de tous les passages</a> "
+            "(échéances, factures, paiements des OPCO)</p>") if cash.exists() else ""
     path = root / report_location.INDEX
-    path.write_text(_page("Rapports qualité", f"<h1>Rapports qualité des dossiers</h1>{table}"), encoding="utf-8")
+    path.write_text(_page("Rapports qualité", f"<h1>Rapports qualité des dossiers</h1>{link}{table}"),
+                    encoding="utf-8")
     return path
 
 

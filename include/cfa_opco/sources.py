@@ -28,6 +28,7 @@ class Source:
     dossiers_sql: str
     label: str = ""
     pieces_sql: str | None = None
+    factures_sql: str | None = None       # the source's invoices (cfa_opco.factures.COLUMNS)
     files_root: Path | None = None
     writeback: dict = field(default_factory=dict)
     target: str | None = None   # a DSN that overrides conn_id (command-line tools, tests)
@@ -78,6 +79,7 @@ def load_sources(path: str | Path | None = None, targets: dict[str, str] | None 
         sources.append(Source(
             id=raw["id"], conn_id=raw["conn_id"], label=raw.get("label", ""),
             dossiers_sql=read_sql(raw["dossiers_sql"]), pieces_sql=read_sql(raw.get("pieces_sql")),
+            factures_sql=read_sql(raw.get("factures_sql")),
             files_root=files_root(path, raw["files_root"], where) if raw.get("files_root") else None,
             writeback=raw.get("writeback") or {},
             target=(targets or {}).get(raw["id"])))

@@ -3,7 +3,11 @@
 A source whose entry in sources.yaml has a ``writeback`` block receives, for each state
 change: the ``etat`` statement (state, date, numéro DECA, OPCO's number) and, for each
 refusal reason (``motifs``) and each missing or faulty document (``anomalies``), the
-``retour`` statement — so the CFA sees them where it fixes data, in its own software.
+``retour`` statement — so the CFA sees them where it fixes data, in its own software. The
+``echeance`` statement receives each échéance of a dossier's payment schedule as the OPCO
+gives it (:mod:`cfa_opco.echeances`): numéro, date, amount, state. The ``facture`` statement
+receives what the OPCO says of each invoice sent (:mod:`cfa_opco.facture_followup`): state,
+amount actually paid, transfer reference and date, the OPCO's comment.
 A write-back failure is logged and never fails the follow-up: the connector's database
 stays the reference.
 """
@@ -59,3 +63,44 @@ class ErpWriteback:
             log.warning("write-back to %s failed (%d rows): %s", source_id, len(rows), exc)
             return 0
         return written
+
+    def echeances(self, source_id: str, rows: list[dict]) -> int:
+        """The payment schedules read from the OPCO (one row per échéance) into the ERP, through
+        the source's ``echeance`` statement; 0 when it has none (a read-only ERP)."""
+        self.prepare()
+        target = self._dsns.get(source_id)
+        if target is None or not rows or not target[1].get("echeance"):
+            return 0
+        dsn, statements = target
+        try:
+            with connection(dsn) as conn, conn.cursor() as cur:
+                for r in rows:
+                    cur.execute(statements["echeance"], {
+                        "numero_interne": r["numero_interne"], "numero": r["numero"],
+                        "date_echeance": r.get("date_echeance"), "date_fin": r.get("date_fin"),
+                        "montant": r.get("montant"), "etat": r.get("etat") or "A_FACTURER"})
+        except Exception as exc:
+            log.warning("write-back of échéances to %s failed (%d rows): %s", source_id, len(rows), exc)
+            return 0
+        return len(rows)
+
+    def factures(self, source_id: str, rows: list[dict]) -> int:
+        """Invoice states read from the OPCO into the ERP, through the source's ``facture``
+        statement; 0 when it has none."""
+        self.prepare()
+        target = self._dsns.get(source_id)
+        if target is None or not rows or not target[1].get("facture"):
+            return 0
+        dsn, statements = target
+        try:
+            with connection(dsn) as conn, conn.cursor() as cur:
+                for r in rows:
+                    cur.execute(statements["facture"], {
+                        "numero_facture": r["numero_facture"], "numero_interne": r.get("numero_interne"),
+                        "etat": r.get("etat"), "etat_norm": r.get("etat_norm"),
+                        "montant_regle": r.get("montant_regle"), "date_reglement": r.get("date_reglement"),
+                        "reference_virement": r.get("reference_virement"), "commentaire": r.get("commentaire")})
+        except Exception as exc:
+            log.warning("write-back of invoice states to %s failed (%d rows): %s", source_id, len(rows), exc)
+            return 0
+        return len(rows)

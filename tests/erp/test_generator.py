@@ -126,3 +126,72 @@ def test_loaded_erps_hold_the_ground_truth(seeded_erp):
     assert contracts + est + 0 <= 2000 and contracts > est > 0
     est_files = list((seeded_erp["files_root"] / "erp_est").rglob("*.pdf"))
     assert est_files and est_files[0].read_bytes().startswith(b"%PDF-1.4")
+
+
+# ---- payment schedules and invoices (issue 12, point 3) ----------------------------------
+def test_invoices_are_seeded_deterministically_with_every_defect_kind(gen):
+    from cfa_opco.erp.generator import INVOICE_DEFECTS
+
+    a = Generator(7, 500, REF).generate()
+    b = Generator(7, 500, REF).generate()
+    assert a.invoice_truth == b.invoice_truth and a.main.rows["facture"] == b.main.rows["facture"]
+    kinds = Counter(t[-1] for t in gen.invoice_truth)
+    assert set(INVOICE_DEFECTS) <= set(kinds), kinds
+    assert kinds[None] > 0.85 * len(gen.invoice_truth) and len(gen.invoice_truth) > 1000
+    assert {t[0] for t in gen.invoice_truth} == {"erp_main", "erp_est"}
+    # a duplicate number: every invoice typed with it is reported
+    numbers = Counter((t[0], t[2]) for t in gen.invoice_truth)
+    for t in gen.invoice_truth:
+        assert (numbers[(t[0], t[2])] > 1) == (t[-1] == "FACTURE_NUMERO_DOUBLON"), t
+    # an invoice of a dossier not engaged is one of a quarantined contract
+    quarantined = {n for _, n, *_ in gen.truth}
+    assert {t[3] for t in gen.invoice_truth if t[-1] == "FACTURE_DOSSIER_NON_ENGAGE"} <= quarantined
+
+
+def test_schedules_are_the_opcos_and_clean_invoices_match_them(gen):
+    from cfa_opco import settings
+    from cfa_opco.sandbox.config import load_config, npec_for, opco_settings
+    from cfa_opco.sandbox.store import schedule
+
+    cfg = load_config(settings.PROJECT_DIR / "config" / "sandbox.yaml")
+    contracts = {c["id"]: c for c, d in gen.contracts if c["company"]["source"] == "erp_main"}
+    plans: dict[int, list] = {}
+    for _, cid, numero, date, montant, statut in gen.main.rows["echeance"]:
+        plans.setdefault(cid, []).append((numero, date, montant))
+    cid, plan = next(iter(plans.items()))
+    c = contracts[cid]
+    opco = gen.opco_of(c["company"]["idcc"])
+    npec = npec_for(opco_settings(cfg, opco), c["session"]["formation"]["rncp"])
+    expected = schedule({"contrat": {"dateDebutContrat": c["start"].isoformat(),
+                                     "dateFinContrat": c["end"].isoformat()}}, npec)
+    assert plan == [(e["numero"], e["dateEcheance"], e["montant"]) for e in expected]
+    truth = {(t[0], t[1]): t for t in gen.invoice_truth}
+    for ligne, numero, cid, ech, date, montant, siret in gen.main.rows["facture"]:
+        if truth[("erp_main", str(ligne))][-1] is None:
+            due = {n: (dt.date.fromisoformat(d), m) for n, d, m in plans[cid]}
+            assert montant == due[ech][1] and date >= due[ech][0] and luhn.is_valid(siret)
+
+
+def test_staged_invoices_keep_what_the_erp_typed(seeded_erp, sources, connector_dsn):
+    """The source mapping (config/sources/erp_*_factures.sql, no Python) staged as typed: both
+    ERPs, three decimals kept, erp_est's text dates read, the ERP's échéance joined."""
+    from cfa_opco.factures import stage_invoices
+    from tests.helpers import rows
+
+    out = stage_invoices("run-inv", sources, connector_dsn)
+    truth = rows(seeded_erp["erp_main"], "SELECT source_id, ligne, rule_code FROM seed_invoice_truth")
+    assert out["staged"] == len(truth) and out["failed_sources"] == [] and set(out["by_source"]) == {"erp_main",
+                                                                                                      "erp_est"}
+    staged = {(s, l): (m, e, d, ed) for s, l, m, e, d, ed in rows(
+        connector_dsn, """SELECT source_id, ligne, montant, echeance_numero, date_facture, echeance_date
+                          FROM staged_facture WHERE run_id = 'run-inv'""")}
+    assert set(staged) == {(s, l) for s, l, _ in truth}
+    rule = {(s, l): r for s, l, r in truth}
+    assert any(m.as_tuple().exponent == -3 and m != m.quantize(m.__class__("0.01"))
+               for k, (m, *_) in staged.items() if rule[k] == "FACTURE_MONTANT_INVALIDE") or \
+        any(m < 0 for k, (m, *_) in staged.items() if rule[k] == "FACTURE_MONTANT_INVALIDE")
+    assert all(e is None for k, (_, e, *_) in staged.items() if rule[k] == "FACTURE_ECHEANCE_MANQUANTE")
+    est = [v for (s, _), v in staged.items() if s == "erp_est" and rule[(s, _)] is None]
+    assert est and all(d is not None and ed is not None and d >= ed for _, _, d, ed in est)
+    # frozen with the run: a retry reuses the batch
+    assert stage_invoices("run-inv", sources, connector_dsn)["reused"] is True

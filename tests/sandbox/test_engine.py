@@ -224,3 +224,108 @@ def test_etats_window_paging_exact(slow):
     for params in ({"numeroPage": "0"}, {"numeroPage": "x"}, {"taillePage": "100000"}, {"dateDebut": "hier"}):
         r = a.get("/v2/dossiers/etats", params=params)
         assert r.status_code == 400, params
+
+
+
+def _with_fate(kind, prefix, montant, shares, opco="atlas"):
+    """An invoice number whose fate at ``opco`` is ``kind`` (OK / PARTIEL / REJET), by the server's rule."""
+    from cfa_opco.sandbox.config import load_config, opco_settings
+    from cfa_opco.sandbox.invoicing import issue_for
+    st = opco_settings(load_config(None, {"opcos": {opco: {"factures": shares}}}), opco)
+    return next(n for n in (f"{prefix}-{i}" for i in range(1000)) if issue_for(st, opco, n, montant).kind == kind)
+
+
+@pytest.fixture()
+def instructing():
+    shares = {"rejet": 0.3, "partiel": 0.3, "part_reglee": 0.75}
+    with run_sandbox(rate_limit=0, overrides={"delays": {"instruction": 5, "decision": 10, "reglement": 30},
+                                              "opcos": {"atlas": {"factures": shares}}}) as s, \
+            httpx.Client(trust_env=False, timeout=20) as http:
+        yield s, http, shares
+
+
+def test_invoice_instruction_rejected_partly_paid_and_paid(instructing):
+    """The OPCO's own instruction: one invoice paid, one paid in part with a comment, one rejected
+    with its reason — whose échéance can then be invoiced again under a new number."""
+    s, http, shares = instructing
+    a, p, d = engaged(s, http)
+    e1, e2, e3 = d["echeances"][:3]
+    nifs = {}
+    for kind, e in (("OK", e1), ("PARTIEL", e2), ("REJET", e3)):
+        nifs[kind] = _with_fate(kind, uid("F"), e["montant"], shares)
+        assert a.post("/v1/factures", json=facture(p, e["numero"], e["montant"], nif=nifs[kind])).status_code == 201
+    r = a.post("/v1/factures", json=facture(p, e3["numero"], e3["montant"]))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "ECHEANCE_DEJA_FACTUREE"   # not yet rejected
+    s.advance_clock(30)
+    states = {x["numeroInterneFacture"]: x for x in a.get("/v2/factures/etats").json()["factures"]}
+    ok, part, rej = (states[nifs[k]] for k in ("OK", "PARTIEL", "REJET"))
+    assert ok["etatFacture"] == "REGLE" and ok["montantRegle"] == e1["montant"] and ok["commentaire"] == "réglée"
+    assert part["etatFacture"] == "REGLE" and part["montantRegle"] == round(e2["montant"] * 0.75, 2)
+    assert part["commentaire"].startswith("réglée partiellement") and part["referenceVirement"]
+    assert part["dossiers"][0]["montant"] == part["montantRegle"]
+    assert rej["etatFacture"] == "REJETE" and rej["referenceVirement"] is None and rej["montantRegle"] is None
+    assert rej["motifsRejet"][0]["code"] and rej["commentaire"].startswith("rejetée : ")
+    ech = {e["numero"]: e["etat"] for e in a.read(p["numeroInterne"])["echeances"]}
+    assert ech[e1["numero"]] == "REGLEE" and ech[e2["numero"]] == "REGLEE" and ech[e3["numero"]] == "A_FACTURER"
+    # the rejected échéance is invoiced again under a new number; the same number replayed keeps its state
+    again = _with_fate("OK", uid("F-AGAIN"), e3["montant"], shares)
+    assert a.post("/v1/factures", json=facture(p, e3["numero"], e3["montant"], nif=again)).status_code == 201
+    r = a.post("/v1/factures", json=facture(p, e3["numero"], e3["montant"], nif=nifs["REJET"]))
+    assert r.status_code == 409   # same number, other content (referenceFactureCFA differs)
+
+
+def test_solde_waits_for_the_invoice_replacing_a_rejected_one(instructing):
+    s, http, shares = instructing
+    a, p, d = engaged(s, http)
+    ech = d["echeances"]
+    for i, e in enumerate(ech):
+        kind = "REJET" if i == 0 else "OK"
+        nif = _with_fate(kind, uid("F"), e["montant"], shares)
+        assert a.post("/v1/factures", json=facture(p, e["numero"], e["montant"], nif=nif)).status_code == 201
+    s.advance_clock(30)
+    assert a.read(p["numeroInterne"])["etat"] == "ENGAGE"      # échéance 1 rejected: not paid off
+    nif = _with_fate("OK", uid("F-AGAIN"), ech[0]["montant"], shares)
+    assert a.post("/v1/factures", json=facture(p, ech[0]["numero"], ech[0]["montant"], nif=nif)).status_code == 201
+    s.advance_clock(30)
+    assert a.read(p["numeroInterne"])["etat"] == "SOLDE"
+
+
+@pytest.fixture()
+def certifying():
+    with run_sandbox(rate_limit=0, overrides={"delays": {"instruction": 5, "decision": 10, "reglement": 30},
+                                              "opcos": {"afdas": {"instruction": {"certificat_requis": True}}}}) as s, \
+            httpx.Client(trust_env=False, timeout=20) as http:
+        yield s, http
+
+
+def certificat(p, e, kind):
+    return {"numeroInterneDossier": p["numeroInterne"], "typeCertificat": kind,
+            "echeance": {"numero": e["numero"], "codification": "HEURES", "duree": 400,
+                         "dateDebut": e["dateEcheance"], "dateFin": e["dateEcheance"]}}
+
+
+def test_certificat_required_before_the_invoice(certifying):
+    """Where the OPCO requires certificats de réalisation (AFDAS), each échéance says which one,
+    an invoice without it is refused, the certificat is idempotent per échéance."""
+    s, http = certifying
+    a = Api(s, http, "afdas")       # AFDAS serves no dossier read: the échéances from the sandbox itself
+    p, _ = a.create()
+    a.convention(p)
+    s.advance_clock(15)
+    d = s.dossier("afdas", p["numeroInterne"])
+    assert d["etat"] == "ENGAGE"
+    ech = d["echeances"]
+    assert [e["certificatRequis"] for e in ech] == ["Intermediaire"] * (len(ech) - 1) + ["Final"]
+    assert not any(e["certificatRecu"] for e in ech)
+    r = a.post("/v1/factures", json=facture(p, 1, ech[0]["montant"]))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "CERTIFICAT_MANQUANT"
+    r = a.post("/v2/certificats", json=certificat(p, ech[0], "Final"))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "TYPE_CERTIFICAT"
+    r = a.post("/v2/certificats", json=certificat(p, ech[0], "Intermediaire"))
+    assert r.status_code == 201
+    again = a.post("/v2/certificats", json=certificat(p, ech[0], "Intermediaire"))
+    assert again.status_code == 200 and again.json()["idCertificat"] == r.json()["idCertificat"]
+    assert s.dossier("afdas", p["numeroInterne"])["echeances"][0]["certificatRecu"] is True
+    assert a.post("/v1/factures", json=facture(p, 1, ech[0]["montant"])).status_code == 201
+    r = a.post("/v2/certificats", json=certificat(p, {"numero": 99, "dateEcheance": "2027-01-01"}, "Final"))
+    assert r.status_code == 422 and r.json()["erreurs"][0]["code"] == "ECHEANCE_INCONNUE"

@@ -121,3 +121,23 @@ def test_a_run_without_report_answers_in_french_with_a_way_back(ui_stack, page, 
     shoot(page, "rapport-absent")
     page.get_by_role("link", name=re.compile("tous les passages")).click()
     page.locator("tr", has_text=ui_stack.run_id).wait_for()
+
+
+def test_the_runs_cash_view_opens_from_its_report(ui_stack, page, shoot):
+    """The run's report links its cash view (échéances, invoices, payments): in the Airflow UI
+    it opens with its figures and its chart of expected vs paid per month."""
+    summary = _summary(ui_stack)
+    cash = summary["cash"]
+    folder = report_location.run_folder(ui_stack.run_id, ui_stack.reports_root)
+    page.goto(f"{ui_stack.base_url}/dags/{ui_stack.dag_id}/runs/{ui_stack.run_id}")
+    page.get_by_role("link", name="Rapport qualité", exact=True).click()
+    frame = _frame(page, f"/reports/{folder.name}/{report_location.INDEX}")
+    frame.get_by_role("link", name="Trésorerie", exact=True).click()
+    frame = _frame(page, f"/reports/{folder.name}/tresorerie.html")
+    assert "Trésorerie" in frame.get_by_role("heading", level=1).inner_text()
+    assert frame.locator("svg[aria-label='Attendu et payé par mois']").count() == 1
+    total = frame.locator("tr", has_text="Total").first.inner_text()
+    assert str(cash["echeances"]) in total and cash["echeances"] > 0
+    assert frame.locator(".kpi", has_text="factures transmises").inner_text().startswith(
+        str(cash["this_run"]["factures_transmises"]))
+    shoot(page, "tresorerie")

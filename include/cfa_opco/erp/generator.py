@@ -35,6 +35,9 @@ from cfa_opco import settings
 from cfa_opco.db.connect import connection
 from cfa_opco.db.migrate import migrate
 from cfa_opco.erp import identifiers as ids
+from cfa_opco.sandbox.config import load_config as load_sandbox_config
+from cfa_opco.sandbox.config import npec_for, opco_settings
+from cfa_opco.sandbox.store import schedule
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -63,6 +66,18 @@ AVENANT_DEFECT = "AVENANT_CONTRAT_PRECEDENT"
 # defects of the convention de formation (reported, the dossier still leaves: rule -> kind)
 CONVENTION_DEFECTS = ("CONVENTION_COUT_NEGATIF", "CONVENTION_COUTS_INCOHERENTS",
                       "CONVENTION_DATES_HORS_CONTRAT", "CONVENTION_INCOMPLETE")
+# defects of the invoices (issue 12, point 3): the quality rule that must catch each one
+INVOICE_DEFECTS = ("FACTURE_MONTANT_SUPERIEUR",       # amount above the échéance's
+                   "FACTURE_AVANT_ECHEANCE",          # dated before the échéance starts
+                   "FACTURE_NUMERO_DOUBLON",          # an invoice number typed twice
+                   "FACTURE_DOSSIER_NON_ENGAGE",      # for a dossier the OPCO has not engaged (quarantined)
+                   "FACTURE_ECHEANCE_MANQUANTE",      # no échéance number
+                   "FACTURE_MONTANT_INVALIDE",        # negative, or three decimals
+                   "FACTURE_SIRET")                   # another establishment's SIRET, or a wrong key
+INVOICE_DEFECT_RATE = 0.07
+INVOICE_SHARE = 0.55              # contracts with an échéance due by the invoicing day that the CFA invoiced
+INVOICING_DAYS = 100              # the invoicing day: the reference date + this
+SANDBOX_CONFIG = settings.PROJECT_DIR / "config" / "sandbox.yaml"
 UNKNOWN_IDCCS = ("0001", "0002", "0999", "1212", "1999", "2001", "3333")
 NAFS = ("10.71C", "10.71D", "56.10A", "56.10C", "45.20A", "43.21A", "43.22A", "41.20A",
         "47.11F", "47.71Z", "96.02A", "96.02B", "62.01Z", "86.10Z", "88.91A", "81.30Z",
@@ -189,8 +204,15 @@ EST_COLUMNS = {
     "T_DOCUMENT": "DOC_ID CTR_ID DOC_TYPE DOC_FICHIER",
     "T_CONVENTION": "CTR_ID CNV_COUT_PEDA CNV_MT_A1 CNV_MT_A2 CNV_MT_A3 CNV_MT_A4 CNV_EQUIP CNV_REPAS "
                     "CNV_HEBERG CNV_DDEB CNV_DFIN",
+    "T_ECHEANCIER": "ECH_ID CTR_ID ECH_NUM ECH_DATE ECH_MONTANT ECH_STATUT",
+    "T_FACTURE": "FAC_ID FAC_NUM CTR_ID FAC_ECH FAC_DATE FAC_MT FAC_SIRET",
 }
-EXTRA_TABLES = {"erp_main": ("echeance", "retour_opco"), "erp_est": ("T_ECHEANCIER",)}
+MAIN_COLUMNS.update({
+    "echeance": "id contrat_id numero date_echeance montant statut",
+    "facture": "id numero_facture contrat_id echeance_numero date_facture montant siret_cfa",
+})
+EXTRA_TABLES = {"erp_main": ("retour_opco",), "erp_est": ()}
+INVOICE_TRUTH_COLUMNS = "source_id ligne numero_facture numero_interne echeance_numero opco_code rule_code"
 GROUND_TRUTH_COLUMNS = "source_id numero_interne rule_code detail"
 
 
@@ -241,6 +263,10 @@ class Generator:
         # their own ground truth, seed_convention_truth)
         self.conv_rng = random.Random(seed * 104729 + 3)
         self.conv_truth: list[tuple] = []
+        # and a fourth for the payment schedules and invoices (issue 12): seed_invoice_truth
+        self.inv_rng = random.Random(seed * 15485863 + 5)
+        self.invoice_truth: list[tuple] = []
+        self.contracts: list[tuple[dict, str | None]] = []
         self._ids: dict[str, int] = {}
         self._pdf_cache: dict[str, bytes] = {}
 
@@ -649,6 +675,7 @@ class Generator:
                 counters["erp_est"] += 1
                 numero = f"SMB{session['start'].year % 100}-{counters['erp_est']:05d}"
             contract = self.make_contract(source, numero, company, session, defect)
+            self.contracts.append((contract, defect))
             if defect:
                 self.truth.append((source, numero, DEFECT_RULE.get(defect, defect),
                                    defect if defect in DEFECT_RULE else None))
@@ -659,7 +686,117 @@ class Generator:
             numero = self.make_avenant(base, defect)
             if defect:
                 self.truth.append((base["company"]["source"], numero, defect, None))
+        self.make_invoices()
         return self
+
+    # -- payment schedules and invoices (issue 12) -------------------------------------
+    def opco_of(self, idcc: str) -> str | None:
+        if not hasattr(self, "_idcc_opco"):
+            self._idcc_opco = {r["idcc"]: r["opco_code"].lower() for r in _reference_csv("idcc_opco.csv")}
+        return self._idcc_opco.get(idcc)
+
+    def site_siret(self, contract: dict) -> str:
+        session = contract["session"]
+        if contract["company"]["source"] == "erp_main":
+            return self.sites[session["site_id"] - 1]["siret"]
+        return next(s["siret"] for s in self.sites if s["source"] == "erp_est"
+                    and int(s["code_site"]) == session["site_id"])
+
+    def make_invoices(self) -> None:
+        """Each contract's payment schedule as the CFA holds it — the OPCO's own (the sandbox's
+        schedule() with the NPEC of config/sandbox.yaml for its OPCO and RNCP) — and, for about
+        55 % of the contracts, an invoice for each échéance due by the invoicing day; about 7 %
+        of the invoices carry one of INVOICE_DEFECTS (ground truth: seed_invoice_truth, clean
+        invoices with rule_code NULL). Its own random stream: the other tables do not change."""
+        rng = self.inv_rng
+        cfg = load_sandbox_config(SANDBOX_CONFIG)
+        day = self.ref + dt.timedelta(days=INVOICING_DAYS)
+        numbers = {"erp_main": 0, "erp_est": 0}
+        issued: dict[str, list[tuple]] = {"erp_main": [], "erp_est": []}     # clean invoices: (ligne, numero)
+        defective_contracts = [c for c, d in self.contracts if d is not None]
+        other_sites = [s["siret"] for s in self.sites]
+
+        def new_number(source: str, date: dt.date) -> str:
+            numbers[source] += 1
+            return (f"FAC-{date.year}-{numbers[source]:06d}" if source == "erp_main"
+                    else f"F{date.year % 100}/{numbers[source]:05d}")
+
+        def add(contract: dict, numero_ech: int | None, date: dt.date, montant, siret: str, opco: str | None,
+                rule: str | None, numero: str | None = None) -> None:
+            source = contract["company"]["source"]
+            numero = numero or new_number(source, date)
+            if source == "erp_main":
+                ligne = self.next_id("erp_main:facture")
+                self.main.add("facture", (ligne, numero, contract["id"], numero_ech, date, montant, siret))
+            else:
+                ligne = self.next_id("erp_est:facture")
+                self.est.add("T_FACTURE", (ligne, numero, contract["id"],
+                                           None if numero_ech is None else str(numero_ech),
+                                           date.strftime("%d/%m/%Y"), montant, siret))
+            self.invoice_truth.append((source, str(ligne), numero, contract["numero"], numero_ech, opco, rule))
+            if rule is None:
+                issued[source].append((len(self.invoice_truth) - 1, numero))
+
+        for contract, defect in self.contracts:
+            if defect is not None:
+                continue
+            opco = self.opco_of(contract["company"]["idcc"])
+            npec = npec_for(opco_settings(cfg, opco), contract["session"]["formation"]["rncp"]) if opco else None
+            plan = schedule({"contrat": {"dateDebutContrat": contract["start"].isoformat(),
+                                         "dateFinContrat": contract["end"].isoformat()}}, npec)
+            source = contract["company"]["source"]
+            for e in plan:
+                if source == "erp_main":
+                    self.main.add("echeance", (self.next_id("erp_main:echeance"), contract["id"], e["numero"],
+                                               e["dateEcheance"], e["montant"], "A_FACTURER"))
+                else:
+                    d = dt.date.fromisoformat(e["dateEcheance"])
+                    self.est.add("T_ECHEANCIER", (self.next_id("erp_est:echeance"), contract["id"], e["numero"],
+                                                  d.strftime("%d/%m/%Y"), e["montant"], "A FACTURER"))
+            if not plan or rng.random() >= INVOICE_SHARE:
+                continue
+            siret = self.site_siret(contract)
+            for e in plan:
+                start = dt.date.fromisoformat(e["dateEcheance"])
+                if start > day:
+                    break
+                date = start + dt.timedelta(days=rng.randint(1, 20))
+                montant, numero_ech, rule, typed_siret = e["montant"], e["numero"], None, siret
+                if rng.random() < INVOICE_DEFECT_RATE:
+                    rule = rng.choice(INVOICE_DEFECTS)
+                if rule == "FACTURE_MONTANT_SUPERIEUR":
+                    montant = round(montant + rng.choice((50, 120, 300)), 2)
+                elif rule == "FACTURE_AVANT_ECHEANCE":
+                    date = start - dt.timedelta(days=rng.randint(5, 40))
+                elif rule == "FACTURE_ECHEANCE_MANQUANTE":
+                    numero_ech = None
+                elif rule == "FACTURE_MONTANT_INVALIDE":
+                    montant = -montant if rng.random() < 0.5 else round(montant - 1, 2) + 0.125
+                elif rule == "FACTURE_SIRET":
+                    typed_siret = (rng.choice([s for s in other_sites if s != siret]) if rng.random() < 0.5
+                             else ids.with_wrong_luhn_key(siret))
+                elif rule == "FACTURE_NUMERO_DOUBLON":
+                    if not issued[source]:
+                        rule = None
+                    else:       # the number of an earlier clean invoice, typed again: both are reported
+                        k, numero = rng.choice(issued[source])
+                        issued[source] = [x for x in issued[source] if x[0] != k]
+                        self.invoice_truth[k] = (*self.invoice_truth[k][:-1], rule)
+                        add(contract, numero_ech, date, montant, typed_siret, opco, rule, numero)
+                        continue
+                elif rule == "FACTURE_DOSSIER_NON_ENGAGE":
+                    rule = None   # placed on a quarantined contract below
+                    if defective_contracts:
+                        bad = defective_contracts.pop(rng.randrange(len(defective_contracts)))
+                        bad_opco = self.opco_of(bad["company"]["idcc"])
+                        bad_plan = schedule({"contrat": {"dateDebutContrat": bad["start"].isoformat(),
+                                                         "dateFinContrat": max(bad["end"], bad["start"]).isoformat()}},
+                                            8000.0)
+                        if bad_plan:
+                            b0 = bad_plan[0]
+                            add(bad, 1, dt.date.fromisoformat(b0["dateEcheance"]) + dt.timedelta(days=3),
+                                b0["montant"], self.site_siret(bad), bad_opco, "FACTURE_DOSSIER_NON_ENGAGE")
+                add(contract, numero_ech, date, montant, typed_siret, opco, rule)
 
     # -- loading ---------------------------------------------------------------------
     def load(self, main_dsn: str, est_dsn: str, files_root: Path) -> dict[str, int]:
@@ -690,8 +827,14 @@ class Generator:
                     cur.execute("""CREATE TABLE IF NOT EXISTS seed_convention_truth (
                                      source_id text NOT NULL, numero_interne text NOT NULL,
                                      rule_code text NOT NULL, PRIMARY KEY (source_id, numero_interne))""")
+                    cur.execute("""CREATE TABLE IF NOT EXISTS seed_invoice_truth (
+                                     source_id text NOT NULL, ligne text NOT NULL, numero_facture text NOT NULL,
+                                     numero_interne text NOT NULL, echeance_numero integer, opco_code text,
+                                     rule_code text, PRIMARY KEY (source_id, ligne))""")
                     cur.execute("TRUNCATE seed_ground_truth, seed_info, seed_formatted_identifier, "
-                                "seed_convention_truth")
+                                "seed_convention_truth, seed_invoice_truth")
+                    copy_rows(cur, "seed_invoice_truth", ", ".join(INVOICE_TRUTH_COLUMNS.split()),
+                              self.invoice_truth)
                     copy_rows(cur, "seed_convention_truth", "source_id, numero_interne, rule_code", self.conv_truth)
                     copy_rows(cur, "seed_ground_truth", ", ".join(GROUND_TRUTH_COLUMNS.split()), self.truth)
                     copy_rows(cur, "seed_formatted_identifier", "source_id, record, normalised, field, typed",

@@ -31,6 +31,12 @@ class BatchResult:
     conventions_rejected: int = 0
     conventions_blocked: int = 0      # held: its CONVENTION_* anomalies say why (or the route is not served)
     conventions_in_doubt: int = 0
+    invoices_sent: int = 0
+    invoices_rejected: int = 0
+    invoices_blocked: int = 0         # never two invoices for one échéance, route not served, key refused
+    invoices_in_doubt: int = 0
+    invoices_dry_run: int = 0
+    invoices_already_sent: int = 0
     retried_later: int = 0        # answers 429 (Retry-After honoured for that request)
     ambiguous: int = 0            # answers lost (timeout, dropped connection, 5xx, unreadable)
     read_backs: int = 0           # grouped read-back calls that settled them

@@ -11,7 +11,9 @@ import logging
 from cfa_opco import report_location, report_runs, report_store
 from cfa_opco.connector import migrate
 from cfa_opco.extraction import extract as extract_batch
+from cfa_opco.factures import stage_invoices
 from cfa_opco.pipeline import config, run_report
+from cfa_opco.pipeline.invoicing import check_invoice_totals, invoice_buckets
 from cfa_opco.sources import load_sources
 from cfa_opco.outbox import plan as plan_run
 from cfa_opco.outbox import planned_batches
@@ -38,6 +40,9 @@ def extract(context) -> dict:
     summary = extract_batch(_run_id(context), sources, config.CONNECTOR_CONN_ID,
                             logical_date=logical.date() if logical else None,
                             reextract=bool(params.get("reextract")))
+    # the ERPs' invoices, frozen with the run (issue 12): a small summary for XCom
+    summary["invoices"] = stage_invoices(_run_id(context), sources, config.CONNECTOR_CONN_ID,
+                                         reextract=bool(params.get("reextract")))
     return summary
 
 
@@ -84,6 +89,37 @@ def batches_for(context, opco_code: str) -> list[dict]:
     return planned_batches(_run_id(context), config.CONNECTOR_CONN_ID, opco_code)
 
 
+def echeances(context) -> dict:
+    """The payment schedules of the dossiers the OPCOs engaged (read, stored, written back)."""
+    from cfa_opco.echeances import sync_echeances  # lazy: the échéances task only
+    from cfa_opco.writeback import ErpWriteback  # lazy: the échéances task only
+
+    return sync_echeances(config.CONNECTOR_CONN_ID, run_id=_run_id(context), software=config.software(),
+                          writeback=ErpWriteback())
+
+
+def invoices(context) -> dict:
+    """Send the run's invoices that may leave; return the counts (decisions, buckets, per key)."""
+    from cfa_opco.pipeline.invoicing import send_invoices  # lazy: the invoices task only
+
+    params = context["params"]
+    out = send_invoices(_run_id(context), config.CONNECTOR_CONN_ID, dry_run=bool(params.get("dry_run")),
+                        only_opco=params.get("only_opco") or None, only_site=params.get("only_site") or None,
+                        software=config.software())
+    return {"decisions": out["decisions"], "buckets": out["buckets"], "errors": out["errors"],
+            "batches": {k: {n: v for n, v in b.items() if v} for k, b in out["batches"].items()}}
+
+
+def facture_states(context) -> dict:
+    """What the OPCOs say of the invoices sent (this run's and earlier ones): paid, paid in part,
+    rejected; written back to the ERPs that allow it."""
+    from cfa_opco.facture_followup import sync_factures, task_summary  # lazy: this task only
+    from cfa_opco.writeback import ErpWriteback  # lazy: this task only
+
+    return task_summary(sync_factures(config.CONNECTOR_CONN_ID, run_id=_run_id(context), software=config.software(),
+                                      writeback=ErpWriteback().factures))
+
+
 def summarize(context, extraction: dict, quality: dict | None = None,
               planned: dict | None = None, decisions: dict | None = None) -> dict:
     """The run's summary: every extracted dossier in exactly one bucket (the ledger's and the
@@ -121,12 +157,19 @@ def summarize(context, extraction: dict, quality: dict | None = None,
             (src or {}).get("duplicates_count", 0) for src in (extraction.get("by_source") or {}).values()),
         "reports": (quality or {}).get("report_index"),
     }
+    # the run's invoices: one bucket each, counts that add up like the dossiers'
+    invoices = invoice_buckets(config.CONNECTOR_CONN_ID, run_id)
+    summary["invoices"] = {"staged": invoices["staged"], "buckets": invoices["buckets"],
+                           "by_opco": invoices["by_opco"], "reasons": invoices["reasons"]}
     # one run = one folder: the summary and the run report next to the quality reports
     out = report_location.run_folder(run_id)
     out.mkdir(parents=True, exist_ok=True)
+    # the cash view (échéances, invoices, payments: this run and cumulative), next to them
+    summary["cash"] = cash_view(out, run_id)
     path = out / report_runs.SUMMARY_FILE
     summary["report_url"] = report_location.run_report_url(run_id)
-    summary["run_report"] = str(run_report.write_markdown(out / report_runs.RUN_REPORT_FILE, summary, result))
+    summary["run_report"] = str(run_report.write_markdown(out / report_runs.RUN_REPORT_FILE, summary, result,
+                                                          invoices=invoices))
     summary["summary_file"] = str(path)
     path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     report_runs.refresh(out.parent, current=out)
@@ -140,10 +183,31 @@ def summarize(context, extraction: dict, quality: dict | None = None,
                     "cfa_opco_followup (tâche follow_up_health) et le rapport %s", d["suivi_impossible"],
                     summary["run_report"])
     run_report.check_totals(summary["extracted"], result)
+    check_invoice_totals(invoices)
     if summary["failed_sources"]:
         raise RuntimeError(f"sources not extracted this run: {', '.join(summary['failed_sources'])} "
                            "(the other sources went through; see the extract_dossiers log)")
     return summary
+
+
+def cash_view(folder, run_id: str | None) -> dict:
+    """Write tresorerie.html / tresorerie.xlsx into ``folder``; their small summary."""
+    from cfa_opco.cash.report import write_cash_view  # lazy: openpyxl only when summarising
+    from cfa_opco.db.connect import connection
+
+    with connection(config.CONNECTOR_CONN_ID) as conn:
+        return write_cash_view(conn, run_id, folder)
+
+
+def cumulative_cash_view() -> dict:
+    """The cash view of every run so far, in the reports root's ``tresorerie/`` (published to
+    the reports store when there is one); the runs' home page links to it."""
+    folder = report_location.cash_folder()
+    out = cash_view(folder, None)
+    (folder / "tresorerie.json").write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
+    report_runs.refresh(folder.parent)
+    report_store.publish(folder, folder.parent)
+    return out
 
 
 # the run_summary buckets an operator must act on: the run must not end plain green

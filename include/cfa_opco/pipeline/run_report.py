@@ -26,6 +26,19 @@ BUCKETS = {
     "dry_run": "Essai à blanc (rien envoyé)",
     "not_processed": "Non traités (tâche d'envoi non exécutée ou interrompue)",
 }
+# the invoices' buckets (cfa_opco.pipeline.invoicing): bucket -> label, in display order
+INVOICE_BUCKETS = {
+    "transmitted": "Transmises à l'OPCO",
+    "to_fix": "À corriger dans l'ERP (contrôle des factures, deux factures pour une échéance)",
+    "waiting_engage": "En attente de l'engagement du dossier (pas encore ENGAGE)",
+    "no_longer_due": "Sans objet après la rupture du contrat (échéance annulée : à annuler dans l'ERP)",
+    "not_transmissible": "Non transmissibles par l'API (OPCO sans route factures : portail)",
+    "filtered": "Écartées par les paramètres du run (only_opco / only_site)",
+    "refused": "Refusées par l'OPCO à l'envoi",
+    "in_doubt": "En doute (réponse perdue, relue avant tout renvoi)",
+    "dry_run": "Essai à blanc (rien envoyé)",
+    "not_processed": "Non traitées (tâche d'envoi non exécutée ou interrompue)",
+}
 # the exchanges that follow a dossier once the OPCO holds it (not buckets: a dossier may have
 # several documents, one convention, one rupture): operation -> label, and their outcomes
 FOLLOWING = {"CONVENTION": "Conventions de formation", "PIECE": "Pièces justificatives", "RUPTURE": "Ruptures"}
@@ -160,7 +173,52 @@ def check_totals(extracted: int, result: dict) -> None:
             "c'est un défaut du connecteur, à signaler avec l'identifiant du run")
 
 
-def write_markdown(path: Path, summary: dict, result: dict) -> Path:
+def invoice_lines(invoices: dict) -> list[str]:
+    """The run report's « Factures » section: every invoice of the run in one bucket, then why."""
+    lines = ["", "## Factures", "", f"Factures de l'ERP dans le lot du run : **{invoices['staged']}**", "",
+             "| Case | Factures |", "|---|---:|"]
+    for b, label in INVOICE_BUCKETS.items():
+        lines.append(f"| {label} | {invoices['buckets'].get(b, 0)} |")
+    lines.append(f"| **Total** | **{sum(invoices['buckets'].values())}** |")
+    for b, label in INVOICE_BUCKETS.items():
+        if b == "transmitted" or not invoices["buckets"].get(b):
+            continue
+        lines += ["", f"### {label} ({invoices['buckets'][b]})", ""]
+        for reason, n in (invoices["reasons"].get(b) or {}).items():
+            lines.append(f"- {n} × {reason or '(sans raison enregistrée)'}")
+        det = invoices["details"].get(b) or []
+        if det:
+            lines += ["", "| Source | Facture | Dossier | Raison |", "|---|---|---|---|"]
+            for d in det:
+                lines.append(f"| {d['source_id']} | {d['numero_facture']} | {d['numero_interne']} | "
+                             f"{(d['raison'] or '').replace('|', '/')} |")
+    return lines
+
+
+def cash_lines(cash: dict) -> list[str]:
+    """The run report's « Trésorerie » section: the cash view's figures, and where it is."""
+    from cfa_opco.cash.positions import SITUATIONS
+
+    def eur(v: float) -> str:
+        return f"{v:,.2f} €".replace(",", " ").replace(".", ",")
+
+    r = cash["this_run"]
+    lines = ["", "## Trésorerie (échéances, factures, paiements)", "",
+             f"Vue trésorerie : [{cash['html']}]({cash['html']}) · classeur Excel : [{cash['excel']}]({cash['excel']})",
+             "", f"Ce run : {r['factures_transmises']} facture(s) transmise(s) ({eur(r['montant_facture'])}), "
+                 f"{r['paiements_recus']} paiement(s) reçu(s) ({eur(r['montant_paye'])}).", "",
+             "| Cumul | Montant |", "|---|---:|",
+             f"| Attendu (échéanciers) | {eur(cash['attendu'])} |", f"| Facturé | {eur(cash['facture'])} |",
+             f"| Payé | {eur(cash['paye'])} |",
+             f"| En retard ({cash['echeances_en_retard']} échéance(s)) | {eur(cash['en_retard'])} |", "",
+             "| Échéances par situation | Nombre |", "|---|---:|"]
+    for k, label in SITUATIONS.items():
+        lines.append(f"| {label} | {cash['by_situation'].get(k, 0)} |")
+    lines.append(f"| **Total** | **{cash['echeances']}** |")
+    return lines
+
+
+def write_markdown(path: Path, summary: dict, result: dict, invoices: dict | None = None) -> Path:
     """The run report (Markdown): the buckets, the decisions, then the details of what needs someone."""
     lines = [f"# Run {summary['run_id']}", "",
              f"Dossiers extraits : **{summary['extracted']}**"
@@ -205,6 +263,10 @@ def write_markdown(path: Path, summary: dict, result: dict) -> Path:
             if following.get(op):
                 lines.append(f"| {label} | " + " | ".join(str(following[op].get(st, 0))
                                                            for st in FOLLOWING_STATUSES) + " |")
+    if invoices is not None:
+        lines += invoice_lines(invoices)
+    if summary.get("cash"):
+        lines += cash_lines(summary["cash"])
     if summary.get("reports"):
         lines += ["", f"Rapports qualité : {summary['reports']}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -49,7 +49,7 @@ class MulticolumnValuesCfaRule(MulticolumnMapMetricProvider):
 
     @multicolumn_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column_list, rule_id, **kwargs):
-        return ~R.RULES_BY_ID[rule_id].fails(column_list).fillna(False).astype(bool)
+        return ~R.rule_by_id(rule_id).fails(column_list).fillna(False).astype(bool)
 
 
 class ExpectRowsToPassCfaRule(MulticolumnMapExpectation):
@@ -129,21 +129,31 @@ class GxRunner:
             domain_rules = [r for r in rules if r.domain == domain]
             if not domain_rules:
                 continue
-            cp = self._checkpoint(domain, domain_rules, severities)
-            frame = batch.frames[domain]
-            res = cp.run(batch_parameters={"dataframe": frame},
-                         run_id=RunIdentifier(run_name=f"{run_name}"))
-            for vr in res.run_results.values():
-                stats[domain] = {"evaluated": vr.statistics.get("evaluated_expectations"),
-                                 "successful": vr.statistics.get("successful_expectations"),
-                                 "records": len(frame)}
-                for er in vr.results:
-                    rid = er.expectation_config.meta["rule_id"]
-                    if er.exception_info and er.exception_info.get("raised_exception"):
-                        raise RuntimeError(f"expectation {rid} failed to run: "
-                                           f"{er.exception_info.get('exception_message')}")
-                    idx = er.result.get("unexpected_index_list") or []
-                    failing[rid] = np.asarray(idx, dtype="int64")
+            got, stats[domain] = self.validate_frame(domain, batch.frames[domain], domain_rules, severities,
+                                                     run_name)
+            failing.update(got)
+        return failing, stats
+
+    def validate_frame(self, domain: str, frame, rules: list[R.Rule], severities: dict[str, str],
+                       run_name: str = "cfa_opco") -> tuple[dict[str, np.ndarray], dict]:
+        """Run one domain's suite (``cfa_opco_<domain>``) on a prepared frame; return (rule id ->
+        failing positions, its statistics). Another record kind's suite (the invoices) uses it too."""
+        cp = self.checkpoints.get(domain)
+        if cp is None:
+            cp = self.checkpoints[domain] = self._checkpoint(domain, rules, severities)
+        failing: dict[str, np.ndarray] = {}
+        stats: dict = {}
+        res = cp.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=f"{run_name}"))
+        for vr in res.run_results.values():
+            stats = {"evaluated": vr.statistics.get("evaluated_expectations"),
+                     "successful": vr.statistics.get("successful_expectations"), "records": len(frame)}
+            for er in vr.results:
+                rid = er.expectation_config.meta["rule_id"]
+                if er.exception_info and er.exception_info.get("raised_exception"):
+                    raise RuntimeError(f"expectation {rid} failed to run: "
+                                       f"{er.exception_info.get('exception_message')}")
+                idx = er.result.get("unexpected_index_list") or []
+                failing[rid] = np.asarray(idx, dtype="int64")
         return failing, stats
 
     def build_data_docs(self) -> Path | None:

@@ -33,6 +33,7 @@ from cfa_opco.db.connect import connect
 from cfa_opco.quality import rules as R
 from cfa_opco.quality.batch import load_batch
 from cfa_opco.quality.expectations import GxRunner
+from cfa_opco.quality.invoices import run_invoice_checks
 from cfa_opco.quality.reports import write_run_reports
 
 log = logging.getLogger(__name__)
@@ -307,11 +308,16 @@ def run_quality_gate(run_id: str, connector: str, *, reports_dir: str | Path | N
                          run_id))
         conn.commit()
         t_store = time.perf_counter() - t0
+        # the run's invoices (suite cfa_opco_facture), once the dossiers' verdicts are known
+        t0 = time.perf_counter()
+        invoices = run_invoice_checks(conn, run_id, severity_overrides=severity_overrides, engine=engine)
+        result["timings"]["invoices"] = time.perf_counter() - t0
+        summary["invoices"] = {k: v for k, v in invoices.items() if k != "anomalies"}
         report_index = None
         if write_reports:
             t0 = time.perf_counter()
             report_index = write_run_reports(conn, run_id, out_dir, anomalies=anomalies, verdicts=verdicts,
-                                             data_docs=result["data_docs"])
+                                             data_docs=result["data_docs"], invoice_anomalies=invoices["anomalies"])
             with conn.cursor() as cur:
                 cur.execute("UPDATE quality_run SET report_index = %s WHERE run_id = %s", (str(report_index), run_id))
             conn.commit()

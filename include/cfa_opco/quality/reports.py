@@ -8,6 +8,8 @@
                             of dossiers each blocks) + the per-dossier anomalies
 - ``a_corriger.csv``        records to fix (same rows as the first sheet)
 - ``anomalies.csv``         one row per dossier and anomaly
+- ``factures_a_corriger.csv`` the run's invoices to fix (suite cfa_opco_facture), and per site
+  ``sites/<site>_factures_a_corriger.csv`` next to the site's page and its "Factures à corriger"
 - ``data_docs/index.html``  the Great Expectations Data Docs of the run (styled from local
                             copies of their CSS/JS: :mod:`cfa_opco.quality.static`)
 
@@ -197,11 +199,41 @@ def write_excel(path: Path, fix: pd.DataFrame, anomalies: pd.DataFrame, summary_
     wb.save(path)
 
 
+INVOICE_FIX_COLUMNS = {"source_id": "source", "site_code": "site", "numero_facture": "facture",
+                       "numero_interne": "dossier", "rule_code": "règle", "field": "champ", "valeur": "valeur",
+                       "message": "à corriger", "ligne": "ligne ERP"}
+
+
+def invoices_to_fix(invoice_anomalies: pd.DataFrame | None, site: str | None = None) -> pd.DataFrame:
+    """The invoices to fix (one row per invoice and anomaly, French headers), of a site or all."""
+    a = invoice_anomalies if invoice_anomalies is not None else pd.DataFrame(columns=list(INVOICE_FIX_COLUMNS))
+    if site is not None and len(a):
+        a = a[a["site_code"].fillna("?") == site]
+    a = a[[c for c in INVOICE_FIX_COLUMNS]].sort_values(["source_id", "numero_facture", "rule_code"], kind="stable")
+    return a.rename(columns=INVOICE_FIX_COLUMNS).reset_index(drop=True)
+
+
+def _invoice_table(fix: pd.DataFrame, csv_name: str, limit: int = 2000) -> str:
+    head = (f"<h2>Factures à corriger</h2><p>Une ligne par facture et par anomalie : une facture à corriger "
+            f"n'est pas transmise à l'OPCO tant que l'ERP n'est pas corrigé (son dossier, lui, n'est pas "
+            f"bloqué). <a href='{html.escape(csv_name)}'>CSV</a></p>")
+    if not len(fix):
+        return head + "<p>Aucune facture à corriger.</p>"
+    rows = "".join(f"<tr class='error'><td>{html.escape(str(r[2]))}<br><span class='muted'>{html.escape(str(r[0]))}"
+                   f" · ligne {html.escape(str(r[8]))}</span></td><td>{html.escape(str(r[3]))}</td>"
+                   f"<td>{html.escape(str(r[4]))}</td><td>{html.escape(str(r[6]))}</td><td>{html.escape(str(r[7]))}</td></tr>"
+                   for r in fix.head(limit).itertuples(index=False))
+    return (head + "<table><thead><tr><th>Facture</th><th>Dossier</th><th>Règle</th><th>Valeur</th>"
+            "<th>À corriger</th></tr></thead><tbody>" + rows + "</tbody></table>")
+
+
 def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFrame, verdicts: pd.DataFrame,
-                      data_docs: Path | None = None) -> Path:
+                      data_docs: Path | None = None, invoice_anomalies: pd.DataFrame | None = None) -> Path:
     """Write the run's reports into ``out_dir``; return the index page's path."""
     out_dir = Path(out_dir)
     (out_dir / "sites").mkdir(parents=True, exist_ok=True)
+    invoices_fix = invoices_to_fix(invoice_anomalies)
+    invoices_fix.to_csv(out_dir / "factures_a_corriger.csv", index=False, sep=";", encoding="utf-8-sig")
     anomalies = anomalies if anomalies is not None else pd.DataFrame(columns=["numero_interne"])
     fix = records_to_fix(anomalies)
     now = dt.datetime.now().strftime("%d/%m/%Y %H:%M")
@@ -222,7 +254,8 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
 
     # per-site pages
     site_links = []
-    sites = sorted(verdicts["site_code"].fillna("?").unique())
+    sites = sorted(set(verdicts["site_code"].fillna("?").unique())
+                   | set(invoices_fix["site"].fillna("?").unique() if len(invoices_fix) else ()))
     for site in sites:
         v_site = verdicts[verdicts["site_code"].fillna("?") == site]
         a_site = anomalies[anomalies["site_code"].fillna("?") == site] if len(anomalies) else anomalies
@@ -239,6 +272,10 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
                   "triées par nombre de dossiers bloqués : corriger la fiche débloque tous ses dossiers au "
                   "prochain passage.</p>" + _fix_table(f_site))
         name = site_page(site)
+        inv_csv = name[:-len(".html")] + "_factures_a_corriger.csv"
+        inv_site = invoices_to_fix(invoice_anomalies, site)
+        inv_site.to_csv(out_dir / inv_csv, index=False, sep=";", encoding="utf-8-sig")
+        body += _invoice_table(inv_site, Path(inv_csv).name)
         (out_dir / name).write_text(_page(f"Qualité — {site}", body), encoding="utf-8")
         site_links.append((site, name, len(v_site), q))
 
@@ -246,7 +283,8 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
     body = (f"<p><a href='index.html'>← sommaire</a></p><h1>Qualité des dossiers — tous sites</h1>"
             f"<p class='muted'>Passage {html.escape(run_id)}, généré le {now}</p>" + kpis
             + _charts(anomalies, verdicts, _trend(conn, run_id))
-            + "<h2>Enregistrements à corriger dans l'ERP</h2>" + _fix_table(fix))
+            + "<h2>Enregistrements à corriger dans l'ERP</h2>" + _fix_table(fix)
+            + _invoice_table(invoices_fix, "factures_a_corriger.csv"))
     (out_dir / "rapport.html").write_text(_page("Qualité — tous sites", body), encoding="utf-8")
 
     docs_link = ""
@@ -259,9 +297,13 @@ def write_run_reports(conn, run_id: str, out_dir: Path, *, anomalies: pd.DataFra
              f"<h1>Contrôle qualité — passage {html.escape(run_id)}</h1><p class='muted'>Généré le {now}</p>"
              + kpis + "<ul><li><a href='rapport.html'>Rapport tous sites</a> (graphiques et fiches à corriger)</li>"
              "<li><a href='a_corriger.xlsx'>Fiches à corriger (Excel)</a> · <a href='a_corriger.csv'>CSV</a></li>"
-             "<li><a href='anomalies.csv'>Anomalies par dossier (CSV)</a></li>" + docs_link
+             "<li><a href='anomalies.csv'>Anomalies par dossier (CSV)</a></li>"
+             f"<li><a href='factures_a_corriger.csv'>Factures à corriger (CSV)</a> : {len(invoices_fix)} anomalie(s) "
+             "de factures</li>" + docs_link
              + "<li><a href='run_report.md'>Bilan du passage</a> (transmissions, décisions des OPCO, dossiers "
-               "bloqués : écrit à la fin du run par la tâche run_summary)</li></ul>"
+               "bloqués : écrit à la fin du run par la tâche run_summary)</li>"
+               "<li><a href='tresorerie.html'>Trésorerie</a> (échéances, factures, paiements des OPCO, retards, "
+               "rejets ; <a href='tresorerie.xlsx'>Excel</a> — écrite à la fin du run)</li></ul>"
              "<h2>Par site</h2><table><thead><tr><th>Site</th><th>Dossiers</th><th>En quarantaine</th></tr></thead>"
              f"<tbody>{site_rows}</tbody></table>")
     path = out_dir / "index.html"

@@ -790,6 +790,12 @@ add_rule("CONVENTION_DATES_HORS_CONTRAT", "contrat", "convention_date_fin",
 
 RULES_BY_ID = {r.id: r for r in RULES}
 assert len(RULES_BY_ID) == len(RULES), "duplicate rule id"
+# rules of other record kinds checked by their own suite (the invoices: cfa_opco.quality.invoices)
+EXTRA_RULES: dict[str, Rule] = {}
+
+
+def rule_by_id(rule_id: str) -> Rule:
+    return RULES_BY_ID.get(rule_id) or EXTRA_RULES[rule_id]
 RULES_BY_DOMAIN = {d: [r for r in RULES if r.domain == d] for d in DOMAINS}
 # codes found outside the rule engine: values extraction could not read (extraction_issue)
 EXTRACTION_CODE = "EXTRACTION_VALEUR_ILLISIBLE"
@@ -801,7 +807,8 @@ def severities(overrides: dict | None = None) -> dict[str, str]:
     """Severity of every rule code: the YAML catalogue's, overridden by ``overrides``
     ({code: "error" | "warning" | "off"}), e.g. read from an Airflow Variable."""
     cat = catalogue()
-    out = {code: str(cat.get(code, {}).get("severity", "error")).lower() for code in RULE_CODES}
+    codes = RULE_CODES + tuple(dict.fromkeys(r.code for r in EXTRA_RULES.values()))
+    out = {code: str(cat.get(code, {}).get("severity", "error")).lower() for code in codes}
     for code, sev in (overrides or {}).items():
         sev = str(sev).lower()
         if code not in out:

@@ -313,12 +313,12 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
     @api("dossier_read_v2", "Read one dossier back")
     async def dossier_read(request: Request, opco: OpcoCode, numeroInterne: str | None = Query(None)):
         o = opco.value
-        ki, _ = sb.gate(request, o, "dossier_read_v2")
+        ki, s = sb.gate(request, o, "dossier_read_v2")
         ni = check_ni(numeroInterne, "numeroInterne")
         row = sb.store.find_dossier(o, ki.siren, ni)
         if row is None:
             raise ApiError(404, "DOSSIER_INCONNU", "numeroInterne", f"dossier {ni} inconnu pour ce SIREN")
-        return sb.ok(o, "dossier_read_v2", sb.store.full_dossier(row, sb.store.now()))
+        return sb.ok(o, "dossier_read_v2", sb.store.full_dossier(row, sb.store.now(), s.certificat_requis))
 
     @api("liste_v1", "States of listed dossiers (at most 100)")
     async def liste(request: Request, opco: OpcoCode, numerosInternes: str | None = Query(None)):
@@ -435,9 +435,12 @@ def create_app(cfg: dict | None = None, db_path: str | None = None) -> tuple[Any
         o = opco.value
         ki, s, body, facts = await json_route(request, o, "certificats_v2", validate_certificat)
         try:
-            return sb.ok(o, "certificats_v2", sb.store.add_certificat(o, ki.siren, body, facts), 201)
+            code, out = sb.store.add_certificat(o, ki.siren, body, facts, s)
         except NotFound as nf:
             raise ApiError(404, "DOSSIER_INCONNU", nf.args[0], nf.args[1])
+        except Rejected as r:
+            raise ApiError(r.status, "", None, "", errors=r.errors)
+        return sb.ok(o, "certificats_v2", out, code)
 
     @api("factures_v1", "Invoice an échéance", body=schemas.body(schemas.FACTURE))
     async def factures(request: Request, opco: OpcoCode):

@@ -40,8 +40,11 @@ DEFAULTS: dict[str, Any] = {
     "page_size": {"default": 100, "max": 1000},
     "rate_limit": {"per_second": 10.0, "burst": None, "retry_after": "integer"},
     "delays": {"instruction": 5.0, "decision": 10.0, "reglement": 30.0},
+    # the OPCO's own instruction of an accepted invoice (cfa_opco.sandbox.invoicing): shares of
+    # invoices rejected (with a reason) or paid in part, chosen by a hash of the invoice number
+    "factures": {"rejet": 0.0, "partiel": 0.0, "part_reglee": 0.8, "seed": 77},
     "instruction": {"require_convention": True, "avenant_requires_convention": False,
-                    "age_max": 29},
+                    "age_max": 29, "certificat_requis": False},
     "oauth2": {"token_lifetime_seconds": 3600, "clients": {}},
     "npec": {"default": 8000.0, "opcos": {}},
     "keys": [],
@@ -60,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "opcos": {},
 }
 
-PER_OPCO_KEYS = ("idempotency", "page_size", "rate_limit", "delays", "instruction", "profile")
+PER_OPCO_KEYS = ("idempotency", "page_size", "rate_limit", "delays", "instruction", "profile", "factures")
 
 
 def deep_merge(base: dict, extra: dict | None) -> dict:
@@ -167,6 +170,11 @@ class OpcoSettings:
     npec_default: float | None
     npec_rncp: dict
     profile: frozenset = frozenset()
+    certificat_requis: bool = False
+    facture_rejet: float = 0.0
+    facture_partiel: float = 0.0
+    facture_part_reglee: float = 0.8
+    facture_seed: int = 77
 
 
 def opco_settings(cfg: dict, opco: str) -> OpcoSettings:
@@ -191,9 +199,14 @@ def opco_settings(cfg: dict, opco: str) -> OpcoSettings:
         require_convention=bool(eff["instruction"].get("require_convention", True)),
         avenant_requires_convention=bool(eff["instruction"].get("avenant_requires_convention", False)),
         age_max=int(eff["instruction"].get("age_max", 29)),
+        certificat_requis=bool(eff["instruction"].get("certificat_requis", False)),
         npec_default=None if npec_default is None else float(npec_default),
         npec_rncp=dict(npec_opco.get("rncp") or {}),
         profile=parse_profile(eff.get("profile")),
+        facture_rejet=float((eff.get("factures") or {}).get("rejet") or 0),
+        facture_partiel=float((eff.get("factures") or {}).get("partiel") or 0),
+        facture_part_reglee=float((eff.get("factures") or {}).get("part_reglee") or 0.8),
+        facture_seed=int((eff.get("factures") or {}).get("seed") or 0),
     )
 
 

@@ -208,7 +208,7 @@ def add_introspection(app, sb) -> None:
         if row is None:
             raise ApiError(404, "DOSSIER_INCONNU", "numeroInterne", "inconnu")
         d = sb.store.find_dossier(o, siren or row[0], numeroInterne)
-        return J(sb.store.full_dossier(d, sb.store.now()))
+        return J(sb.store.full_dossier(d, sb.store.now(), sb.settings[o].certificat_requis))
 
     @r.get("/conventions")
     async def conventions_dump(opco: str):
@@ -222,6 +222,19 @@ def add_introspection(app, sb) -> None:
             item["count"] += 1
             item["last"] = json.loads(payload)
         return J({"conventions": out})
+
+    @r.get("/factures")
+    async def factures_dump(opco: str):
+        """The invoices this OPCO holds (one row each: the store keeps one per invoice number),
+        with how many identical re-sends it answered 200 without creating anything."""
+        o = opco_arg(opco)
+        rows = [{"numeroInterneFacture": n, "numeroInterneDossier": ni, "echeance": e, "montant": m}
+                for n, ni, e, m in sb.store.db.execute(
+                    "SELECT f.numero_interne_facture, d.numero_interne, f.echeance, f.montant FROM factures f "
+                    "JOIN dossiers d ON d.id = f.dossier_id WHERE f.opco=? ORDER BY f.id", (o,))]
+        st = sb.store.stats
+        return J({"factures": rows, "created": st.get((o, "created", "factures"), 0),
+                  "same_content": st.get((o, "dup", "facture_same_content"), 0)})
 
     @r.post("/flush")
     async def flush():

@@ -45,7 +45,7 @@ LIST_KEYS = {
 STATE_RENAMES = {"numeroInterne": "numeroDossier", "numeroExterne": "numeroDossierOpco", "numeroDeca": "numeroDECA",
                  "etat": "statut", "dateEtat": "dateMaj", "motifs": "motifsRefus"}
 FACTURE_RENAMES = {"numeroInterneFacture": "numeroFacture", "etatFacture": "statutFacture",
-                   "montantFacture": "montant", "dateEtat": "dateMaj"}
+                   "montantFacture": "montant", "dateEtat": "dateMaj", "montantRegle": "montantPaye"}
 COUNT_KEYS = ("total", "count", "page", "taillePage", "offset", "limit")
 
 Profile = frozenset
@@ -158,6 +158,8 @@ def rename_facture(obj: dict) -> dict:
     out = _rename(obj, FACTURE_RENAMES)
     if "montant" in out:
         out["montant"] = _money(out["montant"])
+    if out.get("montantPaye") is not None:
+        out["montantPaye"] = _money(out["montantPaye"])
     if isinstance(out.get("dossiers"), list):
         out["dossiers"] = [dict(d, montant=_money(d.get("montant"))) for d in out["dossiers"]]
     return out

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import invoicing
 from .config import OpcoSettings, npec_for
 
 INF = 1 << 62
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS factures (
   id INTEGER PRIMARY KEY, opco TEXT NOT NULL, siren TEXT NOT NULL,
   numero_interne_facture TEXT NOT NULL, reference_cfa TEXT, dossier_id INTEGER NOT NULL,
   echeance INTEGER NOT NULL, montant REAL NOT NULL, content_hash TEXT NOT NULL,
-  payload TEXT NOT NULL, created_t INTEGER NOT NULL, regle_t INTEGER NOT NULL);
+  payload TEXT NOT NULL, created_t INTEGER NOT NULL, regle_t INTEGER NOT NULL, issue TEXT);
 CREATE INDEX IF NOT EXISTS ix_factures_ni ON factures (opco, siren, numero_interne_facture);
 CREATE INDEX IF NOT EXISTS ix_factures_dossier ON factures (dossier_id);
 CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, opco TEXT, client_id TEXT, expires_t INTEGER);
@@ -191,6 +192,9 @@ class Store:
         self.db.execute("PRAGMA cache_size=-65536")
         self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.executescript(SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(factures)")}
+        if "issue" not in cols:   # a database written before invoices had their own instruction
+            self.db.execute("ALTER TABLE factures ADD COLUMN issue TEXT")
         self.lock = threading.RLock()  # the server runs on one event loop; guards seeding from threads
         row = self.db.execute("SELECT v FROM meta WHERE k='clock_offset_us'").fetchone()
         self.clock_offset_us = int(row[0]) if row else 0
@@ -422,7 +426,7 @@ class Store:
         out["anomalies"] = self._anomalies(row, etat)
         return out
 
-    def full_dossier(self, row, now: int) -> dict:
+    def full_dossier(self, row, now: int, certificat_requis: bool = False) -> dict:
         etat, t, hist = self.state_of(row, now)
         out = self.payload_of(row)
         out.update(self.status_item(row, etat, t))
@@ -435,6 +439,11 @@ class Store:
             ech = self.echeances(row, now)
             out["engagement"] = {"montantTotal": round(sum(e["montant"] for e in ech), 2),
                                  "dateEngagement": iso_date(engage_t)}
+            if certificat_requis:     # AFDAS: each échéance is invoiced once its certificat is received
+                got = self.certificats_of(row[0])
+                for e in ech:
+                    e["certificatRequis"] = self.certificat_type(ech, e["numero"])
+                    e["certificatRecu"] = e["numero"] in got
             out["echeances"] = ech
         out["rupture"] = json.loads(row[17]) if row[17] else None
         return out
@@ -443,8 +452,12 @@ class Store:
         payload = self.payload_of(row)
         ech = schedule(payload, row[16])
         rupture = json.loads(row[17]) if row[17] else None
-        fact = {e: (regle_t <= now) for e, regle_t in self.db.execute(
-            "SELECT echeance, regle_t FROM factures WHERE dossier_id=?", (row[0],))}
+        fact: dict[int, bool] = {}   # échéance -> paid (a rejected invoice leaves it to invoice again)
+        for e, regle_t, montant, issue in self.db.execute(
+                "SELECT echeance, regle_t, montant, issue FROM factures WHERE dossier_id=? ORDER BY id", (row[0],)):
+            state = invoicing.etat(invoicing.decode(issue, montant), regle_t, now)
+            if state != invoicing.REJETE:
+                fact[e] = state == invoicing.REGLE
         for e in ech:
             if e["numero"] in fact:
                 e["etat"] = "REGLEE" if fact[e["numero"]] else "FACTUREE"
@@ -569,18 +582,49 @@ class Store:
             self.db.execute("COMMIT")
             return {"idConvention": cid}
 
-    def add_certificat(self, opco: str, siren: str, body: dict, facts: dict) -> dict:
+    def certificat_type(self, ech: list[dict], num: int) -> str:
+        """The certificat an échéance needs: Final for the last one, Intermediaire before."""
+        return "Final" if ech and num == ech[-1]["numero"] else "Intermediaire"
+
+    def add_certificat(self, opco: str, siren: str, body: dict, facts: dict,
+                       s: OpcoSettings | None = None) -> tuple[int, dict]:
+        """One certificat de réalisation per (dossier, échéance): the same one again answers 200
+        with the first one's id (a resend after a lost answer creates nothing)."""
         with self.lock:
             ni = facts["numeroInterneDossier"]
             row = self.find_dossier(opco, siren, ni)
             if row is None:
                 raise NotFound("numeroInterneDossier", f"dossier {ni} inconnu pour ce SIREN")
             now = self.now()
+            num = facts.get("echeance")
+            if s is not None and s.certificat_requis:
+                ech = self.echeances(row, now)
+                if not ech:
+                    raise Rejected([{"code": "DOSSIER_NON_ENGAGE", "champ": "numeroInterneDossier",
+                                     "message": f"le dossier {ni} n'a pas d'échéancier : certificat prématuré"}])
+                if num not in {e["numero"] for e in ech}:
+                    raise Rejected([{"code": "ECHEANCE_INCONNUE", "champ": "echeance.numero",
+                                     "message": f"échéance {num} absente de l'échéancier ({len(ech)} échéances)"}])
+                want = self.certificat_type(ech, num)
+                if facts.get("typeCertificat") != want:
+                    raise Rejected([{"code": "TYPE_CERTIFICAT", "champ": "typeCertificat",
+                                     "message": f"l'échéance {num} demande un certificat {want}"}])
+            for cid, payload in self.db.execute("SELECT id, payload FROM certificats WHERE dossier_id=? "
+                                                "ORDER BY created_t", (row[0],)):
+                old = json.loads(payload)
+                if (old.get("echeance") or {}).get("numero") == num and old.get("typeCertificat") == body.get(
+                        "typeCertificat"):
+                    return 200, {"idCertificat": cid, "numeroInterneDossier": ni,
+                                 "typeCertificat": old.get("typeCertificat"), "dateReception": None}
             cid = f"CERT-{opco.upper()}-{row[0]:09d}-{now % 1_000_000:06d}"
             self.db.execute("INSERT OR REPLACE INTO certificats VALUES (?,?,?,?,?,?)",
                             (cid, opco, siren, row[0], json.dumps(body, ensure_ascii=False), now))
-            return {"idCertificat": cid, "numeroInterneDossier": ni,
-                    "typeCertificat": body.get("typeCertificat"), "dateReception": iso(now)}
+            return 201, {"idCertificat": cid, "numeroInterneDossier": ni,
+                         "typeCertificat": body.get("typeCertificat"), "dateReception": iso(now)}
+
+    def certificats_of(self, dossier_id: int) -> set[int]:
+        return {(json.loads(p).get("echeance") or {}).get("numero")
+                for (p,) in self.db.execute("SELECT payload FROM certificats WHERE dossier_id=?", (dossier_id,))}
 
     # ---- rupture -----------------------------------------------------------------
     def rupture(self, opco: str, siren: str, body: dict, facts: dict) -> dict:
@@ -615,13 +659,14 @@ class Store:
             nif = facts["numeroInterneFacture"]
             canon = facts.get("_canon")
             h = hashlib.sha256(canon).hexdigest() if canon is not None else canonical_hash(body)
-            ex = self.db.execute("SELECT id, content_hash, regle_t FROM factures WHERE opco=? AND siren=? AND "
-                                 "numero_interne_facture=?", (opco, siren, nif)).fetchone()
+            ex = self.db.execute("SELECT id, content_hash, regle_t, montant, issue FROM factures WHERE opco=? "
+                                 "AND siren=? AND numero_interne_facture=?", (opco, siren, nif)).fetchone()
             now = self.now()
             if ex is not None:
                 if ex[1] == h:
+                    self.bump(opco, "dup", "facture_same_content")
                     return 200, {"numeroInterneFacture": nif,
-                                 "etatFacture": "REGLE" if ex[2] <= now else "EN_COURS"}
+                                 "etatFacture": invoicing.etat(invoicing.decode(ex[4], ex[3]), ex[2], now)}
                 raise Rejected([{"code": "NUMERO_INTERNE_EXISTANT", "champ": "numeroInterneFacture",
                                  "message": f"la facture {nif} existe déjà avec un contenu différent"}], 409)
             ni = facts["numeroInterneDossier"]
@@ -644,29 +689,46 @@ class Store:
             if e["etat"] != "A_FACTURER":
                 raise Rejected([{"code": "ECHEANCE_DEJA_FACTUREE", "champ": "echeance.numero",
                                  "message": f"échéance {num} déjà facturée"}])
+            if s.certificat_requis and num not in self.certificats_of(row[0]):
+                want = self.certificat_type(list(ech.values()), num)
+                raise Rejected([{"code": "CERTIFICAT_MANQUANT", "champ": "echeance.numero",
+                                 "message": f"certificat de réalisation {want} de l'échéance {num} non reçu : "
+                                            "l'envoyer (POST /v2/certificats) avant la facture"}])
             if facts["montant"] > e["montant"] + 1e-9:
                 raise Rejected([{"code": "MONTANT_SUPERIEUR", "champ": "montant",
                                  "message": f"montant {facts['montant']:.2f} supérieur à celui de l'échéance "
                                             f"{num} ({e['montant']:.2f})"}])
             regle_t = now + s.d_reglement_us
+            issue = invoicing.issue_for(s, opco, nif, facts["montant"])
             self.db.execute("BEGIN")
             self.db.execute("INSERT INTO factures (opco, siren, numero_interne_facture, reference_cfa, dossier_id, "
-                            "echeance, montant, content_hash, payload, created_t, regle_t) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                            "echeance, montant, content_hash, payload, created_t, regle_t, issue) "
+                            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                             (opco, siren, nif, body.get("referenceFactureCFA"), row[0], num, facts["montant"], h,
-                             json.dumps(body, ensure_ascii=False), now, regle_t))
-            # every échéance invoiced on an engaged contract: SOLDE once the last one is paid
-            remaining = [x for x in ech.values() if x["numero"] != num and x["etat"] == "A_FACTURER"]
-            if not remaining and etat == "ENGAGE":
+                             json.dumps(body, ensure_ascii=False), now, regle_t, issue.encode()))
+            # every échéance invoiced (and not to be rejected) on an engaged contract: SOLDE once the
+            # last one is paid
+            if issue.kind != "REJET" and etat == "ENGAGE" and not self._echeances_left(row, ech, num):
                 last = self.db.execute("SELECT MAX(regle_t) FROM factures WHERE dossier_id=?", (row[0],)).fetchone()[0]
                 self._append(row, "SOLDE", max(last, now))
             self.db.execute("COMMIT")
+            self.bump(opco, "created", "factures")
             return 201, {"numeroInterneFacture": nif, "etatFacture": "EN_COURS"}
+
+    def _echeances_left(self, row, ech: dict[int, dict], num: int) -> bool:
+        """An échéance other than ``num`` still to invoice, or whose invoice will be rejected."""
+        fates: dict[int, bool] = {}   # échéance -> has an invoice that will not be rejected
+        for e, montant, issue in self.db.execute(
+                "SELECT echeance, montant, issue FROM factures WHERE dossier_id=?", (row[0],)):
+            fates[e] = fates.get(e, False) or invoicing.decode(issue, montant).kind != "REJET"
+        return any(x["numero"] != num and x["etat"] != "ANNULEE" and not fates.get(x["numero"])
+                   for x in ech.values())
 
     def factures_etats(self, opco: str, siren: str, nif: str | None, debut: int | None,
                        fin: int | None) -> list[dict]:
         now = self.now()
         sql = ("SELECT f.id, f.numero_interne_facture, f.reference_cfa, f.montant, f.created_t, f.regle_t, "
-               "d.numero_interne, d.numero_externe FROM factures f JOIN dossiers d ON d.id=f.dossier_id "
+               "d.numero_interne, d.numero_externe, f.issue FROM factures f JOIN dossiers d ON d.id=f.dossier_id "
                "WHERE f.opco=? AND f.siren=? AND f.created_t<=?")
         args: list = [opco, siren, now]
         if nif is not None:
@@ -675,19 +737,25 @@ class Store:
         out = []
         lo = debut if debut is not None else -INF
         hi = fin if fin is not None else INF
-        for fid, n, ref, m, ct, rt, dni, dext in self.db.execute(sql + " ORDER BY f.id", args):
-            paid = rt <= now
-            changed = rt if paid else ct
+        for fid, n, ref, m, ct, rt, dni, dext, raw_issue in self.db.execute(sql + " ORDER BY f.id", args):
+            issue = invoicing.decode(raw_issue, m)
+            state = invoicing.etat(issue, rt, now)
+            paid = state == invoicing.REGLE
+            changed = ct if state == invoicing.EN_COURS else rt
             if not (lo <= changed < hi):
                 continue
-            out.append({"numeroInterneFacture": n, "referenceFactureCFA": ref,
-                        "etatFacture": "REGLE" if paid else "EN_COURS", "montantFacture": round(m, 2),
-                        "referenceVirement": f"VIR-{opco.upper()}-{fid:08d}" if paid else None,
-                        "dateReglement": iso_date(rt) if paid else None,
-                        "dateEtat": iso(changed),
-                        "commentaire": "réglée" if paid else "en cours de traitement",
-                        "dossiers": [{"numeroInterneDossier": dni, "numeroExterneDossier": dext,
-                                      "montant": round(m, 2)}]})
+            item = {"numeroInterneFacture": n, "referenceFactureCFA": ref,
+                    "etatFacture": state, "montantFacture": round(m, 2),
+                    "montantRegle": issue.montant_regle if paid else None,
+                    "referenceVirement": f"VIR-{opco.upper()}-{fid:08d}" if paid else None,
+                    "dateReglement": iso_date(rt) if paid else None,
+                    "dateEtat": iso(changed),
+                    "commentaire": invoicing.commentaire(issue, state, m),
+                    "dossiers": [{"numeroInterneDossier": dni, "numeroExterneDossier": dext,
+                                  "montant": issue.montant_regle if paid else round(m, 2)}]}
+            if state == invoicing.REJETE:
+                item["motifsRejet"] = [issue.motif]
+            out.append(item)
         return out
 
     # ---- oauth2 tokens -------------------------------------------------------------

@@ -136,6 +136,10 @@ class SandboxServer:
         r.raise_for_status()
         return r.json()
 
+    def dossier(self, opco: str, numero_interne: str) -> dict:
+        """The dossier as the sandbox holds it (also for OPCOs that serve no read route)."""
+        return self._j("GET", "/dossier", params={"opco": opco, "numeroInterne": numero_interne})
+
     def health(self) -> dict:
         return self._j("GET", "/health")
 
@@ -151,6 +155,11 @@ class SandboxServer:
     def conventions(self, opco: str) -> dict:
         """{numeroInterne: {count, last}} of the conventions de formation this OPCO received."""
         return self._j("GET", "/conventions", params={"opco": opco})["conventions"]
+
+    def factures(self, opco: str) -> dict:
+        """{factures: [{numeroInterneFacture, numeroInterneDossier, echeance, montant}], created,
+        same_content} — the invoices this OPCO holds, and the identical re-sends it answered 200."""
+        return self._j("GET", "/factures", params={"opco": opco})
 
     def set_faults(self, **faults: Any) -> dict:
         """Replace the fault profile (unspecified shares are 0)."""

@@ -404,9 +404,10 @@ def validate_certificat(body: Any) -> tuple[Errors, dict]:
         return e, facts
     facts["numeroInterneDossier"] = v.string(body, "numeroInterneDossier", "", regex=RE_NI, maxlen=64)
     v.enum(body, "typeCertificat", "", {"Intermediaire", "Final"})
+    facts["typeCertificat"] = body.get("typeCertificat")
     ech = v.obj(body, "echeance", "")
     if ech is not None:
-        v.integer(ech, "numero", "echeance", lo=1, hi=1000)
+        facts["echeance"] = v.integer(ech, "numero", "echeance", lo=1, hi=1000)
         v.string(ech, "codification", "echeance", required=False, maxlen=50)
         v.number(ech, "duree", "echeance", required=False, lo=0, hi=100_000)
         d1 = v.date(ech, "dateDebut", "echeance")

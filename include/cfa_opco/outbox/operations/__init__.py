@@ -5,10 +5,11 @@ from __future__ import annotations
 from .base import Attempt, Found, Job, Operation, Prepared
 from .convention import CONVENTION
 from .dossier import AVENANT, DOSSIER
+from .facture import FACTURE
 from .piece import PIECE
 from .rupture import RUPTURE
 
 # ledger code -> operation (AVENANT shares DOSSIER's code: same route, same ledger rows)
-BY_CODE = {op.code: op for op in (DOSSIER, PIECE, RUPTURE, CONVENTION)}
+BY_CODE = {op.code: op for op in (DOSSIER, PIECE, RUPTURE, CONVENTION, FACTURE)}
 
-__all__ = ["AVENANT", "Attempt", "CONVENTION", "Found", "BY_CODE", "DOSSIER", "Job", "Operation", "PIECE", "Prepared", "RUPTURE"]
+__all__ = ["AVENANT", "Attempt", "CONVENTION", "Found", "BY_CODE", "DOSSIER", "FACTURE", "Job", "Operation", "PIECE", "Prepared", "RUPTURE"]

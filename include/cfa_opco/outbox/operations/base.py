@@ -10,13 +10,17 @@ settlement, pacing, retries — identically for every operation.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from cfa_opco.providers.opco.canonical import canonical_json
 from cfa_opco.providers.opco.exceptions import OpcoUnavailable
 from cfa_opco.providers.opco.outcomes import SendKind
 
+
+_HTTP_STATUS = re.compile(r"HTTP (5\d\d)")
 
 
 @dataclass
@@ -82,7 +86,11 @@ def attempt_from_request(call: Callable[[], Any]) -> Attempt:
     except OpcoUnavailable as exc:
         if "429" in (exc.last_error or ""):
             return Attempt(SendKind.RETRY_LATER, retry_after=1.0, message=str(exc))
-        return Attempt(SendKind.AMBIGUOUS, message=str(exc))
+        # a 5xx other than 504 was an answer: the request arrived (no grace before a read-back
+        # can trust "absent"); no answer at all (timeout, dropped) or a 504: status unknown
+        m = _HTTP_STATUS.search(exc.last_error or "")
+        answered = SimpleNamespace(status=int(m.group(1))) if m and m.group(1) != "504" else None
+        return Attempt(SendKind.AMBIGUOUS, answered, message=str(exc))
     if getattr(resp, "ok", False):
         return Attempt(SendKind.CREATED, resp)
     return Attempt(SendKind.REJECTED, resp, message=getattr(resp, "error_text", lambda: "")() or "")

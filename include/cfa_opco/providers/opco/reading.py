@@ -473,6 +473,8 @@ def next_page(data: Any, headers: dict, request_url: str, base_url: str, params:
         return PageRequest(url=url)
     if n_items == 0:
         return None
+    if n_items > page_size:
+        return None                           # more than a page asked for: the OPCO does not page this route
     if any(k in meta for k in NEXT_KEYS):
         return None                           # next links are this OPCO's way, and there is none: last page
     total = int_or_none(first(meta, TOTAL_KEYS))
@@ -599,7 +601,8 @@ class Pager:
 
     def advance(self, data: Any, headers: dict, states: list[DossierState], status: int | None = None) -> None:
         self.pages += 1
-        sig = tuple(f"{st.numero_interne}\0{st.date_etat}" for st in states[:3]) + (len(states),)
+        sig = tuple(f"{getattr(st, 'numero_interne', None) or getattr(st, 'numero_facture', '')}\0{st.date_etat}"
+                    for st in states[:3]) + (len(states),)
         if states and sig in self._seen:     # the OPCO ignores our paging: the same page again
             raise Unreadable(self.opco, "GET", self.route_id, "la même page revient (pagination non reconnue)",
                              status)
@@ -624,3 +627,177 @@ def read_unknown(data: Any) -> list[str]:
     if isinstance(v, list):
         return [s for s in (scalar(x) if not isinstance(x, dict) else scalar(first(x, NUMERO_KEYS)) for x in v) if s]
     return []
+
+
+# ---- payment schedules (échéances) ----------------------------------------------------------
+ECHEANCES_KEYS = ("echeances", "echeancier", "echeancesFinancement", "schedule", "paiements")
+ECHEANCE_NUM_KEYS = ("numero", "numeroEcheance", "numEcheance", "rang", "ordre", "id")
+ECHEANCE_DATE_KEYS = ("dateEcheance", "date_echeance", "dateDebut", "dateDebutEcheance", "date")
+ECHEANCE_FIN_KEYS = ("dateFin", "dateFinEcheance", "date_fin")
+MONTANT_KEYS = ("montant", "montantEcheance", "montantTTC", "montantHT", "amount", "valeur")
+
+
+@dataclass
+class Echeance:
+    """One échéance of a dossier's payment schedule, under the norm's names."""
+    numero: int
+    date_echeance: str | None = None
+    date_fin: str | None = None
+    montant: float | None = None
+    etat: str | None = None
+
+
+def money(v: Any) -> float | None:
+    """An amount from a number or a text (« 1 234,50 », "1234.5"); None when not one."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return round(float(v), 2)
+    s = scalar(v)
+    if s is None:
+        return None
+    s = s.replace("\u00a0", "").replace(" ", "").replace("€", "").replace(",", ".")
+    try:
+        return round(float(s), 2)
+    except ValueError:
+        return None
+
+
+def _day(v: Any) -> str | None:
+    s = scalar(v)
+    if not s:
+        return None
+    m = re.match(r"^(\d{4}-\d{2}-\d{2})", s)
+    if m:
+        return m.group(1)
+    m = re.match(r"^(\d{2})/(\d{2})/(\d{4})$", s)
+    return f"{m.group(3)}-{m.group(2)}-{m.group(1)}" if m else None
+
+
+def _code(v: Any) -> str | None:
+    """A state code as written (« à facturer » → A_FACTURER), without the dossier states' synonyms."""
+    s = scalar(v)
+    return s.upper().replace("-", "_").replace(" ", "_").replace("À", "A") if s else None
+
+
+def read_echeances(data: Any, numero: str, opco: str | None = None,
+                   route: str = "dossier_read_v2") -> list[Echeance] | Unreadable:
+    """The échéances of dossier ``numero`` in a dossier answer (``GET /v2/dossiers?numeroInterne=``):
+    the dossier bare or wrapped (``dossier``, ``data``, a one-item list...), its schedule under
+    ``echeances`` or a renamed key, each échéance's number, date, amount and state under the
+    norm's names or renamed ones. An :class:`Unreadable` (returned, never raised) when no
+    schedule can be found or an échéance has no number or amount."""
+    method = ROUTES[route].method if route in ROUTES else "GET"
+    d = data
+    if isinstance(d, list):
+        d = next((x for x in d if isinstance(x, dict) and (read_state(x) or DossierState("")).numero_interne == numero),
+                 d[0] if len(d) == 1 else None)
+    if isinstance(d, dict):
+        for k in NESTED_KEYS:
+            if isinstance(d.get(k), dict) and first(d, ECHEANCES_KEYS) is None:
+                d = {**d[k], **{kk: vv for kk, vv in d.items() if kk != k}}
+                break
+    if not isinstance(d, dict):
+        return Unreadable(opco, method, route, f"pas de dossier {numero} dans la réponse", numero_interne=numero)
+    items = None
+    for k in ECHEANCES_KEYS:
+        v = d.get(k) if k in d else {str(kk).lower(): vv for kk, vv in d.items()}.get(k.lower())
+        if isinstance(v, dict):
+            v = extract_list(v)
+        if isinstance(v, list):
+            items = v
+            break
+    if items is None:
+        if any(k in d for k in ECHEANCES_KEYS):        # "echeances": null — an engaged dossier with no schedule yet
+            return []
+        return Unreadable(opco, method, route, f"pas d'échéancier dans le dossier {numero} (champs "
+                          + ", ".join(sorted(map(str, d))[:8]) + ")", numero_interne=numero)
+    out: list[Echeance] = []
+    for i, e in enumerate(items, 1):
+        if not isinstance(e, dict):
+            return Unreadable(opco, method, route, f"échéance illisible ({type(e).__name__})", numero_interne=numero)
+        num = int_or_none(first(e, ECHEANCE_NUM_KEYS))
+        amount = money(first(e, MONTANT_KEYS))
+        if amount is None:
+            return Unreadable(opco, method, route, f"échéance {num or i} sans montant lisible", numero_interne=numero)
+        out.append(Echeance(numero=num if num is not None else i, date_echeance=_day(first(e, ECHEANCE_DATE_KEYS)),
+                            date_fin=_day(first(e, ECHEANCE_FIN_KEYS)), montant=amount,
+                            etat=_code(first(e, ("etat", "etatEcheance", "statut", "status")))))
+    if len({e.numero for e in out}) != len(out):
+        return Unreadable(opco, method, route, "numéros d'échéance en double", numero_interne=numero)
+    return out
+
+
+# ---- invoices (factures) ------------------------------------------------------------------
+FACTURE_NUM_KEYS = ("numeroInterneFacture", "numeroFacture", "numero_facture", "referenceFacture", "numero")
+FACTURE_ETAT_KEYS = ("etatFacture", "statutFacture", "etat", "statut", "status")
+
+
+# an invoice's state, whatever the OPCO's word for it (the norm knows REGLE; the project's
+# convention adds EN_COURS and REJETE, docs/api-conventions.md)
+FACTURE_ETATS = {"REGLE": "REGLE", "REGLEE": "REGLE", "PAYE": "REGLE", "PAYEE": "REGLE", "PAID": "REGLE",
+                 "SOLDE": "REGLE", "SOLDEE": "REGLE",
+                 "REJETE": "REJETE", "REJETEE": "REJETE", "REFUSE": "REJETE", "REFUSEE": "REJETE",
+                 "REJECTED": "REJETE", "ANNULE": "REJETE", "ANNULEE": "REJETE",
+                 "EN_COURS": "EN_COURS", "RECUE": "EN_COURS", "RECU": "EN_COURS", "A_TRAITER": "EN_COURS",
+                 "EN_ATTENTE": "EN_COURS", "TRANSMISE": "EN_COURS", "EN_COURS_DE_TRAITEMENT": "EN_COURS",
+                 "VALIDEE": "EN_COURS", "VALIDE": "EN_COURS", "A_PAYER": "EN_COURS", "MISE_EN_PAIEMENT": "EN_COURS"}
+MONTANT_REGLE_KEYS = ("montantRegle", "montantPaye", "montantReglement", "montantVerse", "montantPaiement")
+MOTIFS_REJET_KEYS = ("motifsRejet", "motifs", "erreurs", "anomalies")
+
+
+@dataclass
+class FactureState:
+    """An invoice as an OPCO reports it (``/v2/factures/etats``), under the norm's names.
+
+    ``etat`` is the OPCO's word as written (upper case), ``etat_norm`` its meaning: REGLE,
+    EN_COURS, REJETE, or None when the word is unknown (shown as it is, never guessed).
+    ``montant_regle`` is what was actually paid: ``montantRegle`` (or a renamed key), else the
+    sum of ``dossiers[].montant`` when paid, else the invoiced amount when paid."""
+    numero_facture: str
+    etat: str | None = None
+    date_etat: str | None = None
+    montant: float | None = None
+    reference_virement: str | None = None
+    date_reglement: str | None = None
+    commentaire: str | None = None
+    montant_regle: float | None = None
+    motifs: list | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def etat_norm(self) -> str | None:
+        return FACTURE_ETATS.get(self.etat or "")
+
+
+def read_facture_state(item: Any) -> FactureState | None:
+    """An invoice state item (any naming) → FactureState; None when it names no invoice."""
+    if not isinstance(item, dict):
+        return None
+    num = scalar(first(item, FACTURE_NUM_KEYS))
+    if not num:
+        return None
+    etat = _code(first(item, FACTURE_ETAT_KEYS))
+    montant = money(first(item, ("montantFacture", "montant", "montantTTC")))
+    regle = money(first(item, MONTANT_REGLE_KEYS))
+    if regle is None and FACTURE_ETATS.get(etat or "") == "REGLE":
+        lines = item.get("dossiers")
+        parts = [money(x.get("montant")) for x in lines if isinstance(x, dict)] if isinstance(lines, list) else []
+        regle = round(sum(parts), 2) if parts and None not in parts else montant
+    motifs = first(item, MOTIFS_REJET_KEYS)
+    return FactureState(numero_facture=num, etat=etat,
+                        date_etat=scalar(first(item, DATE_KEYS)), montant=montant,
+                        reference_virement=scalar(first(item, ("referenceVirement", "refVirement", "referencePaiement"))),
+                        date_reglement=_day(first(item, ("dateReglement", "datePaiement", "dateVirement"))),
+                        commentaire=scalar(first(item, ("commentaire", "message", "motif"))),
+                        montant_regle=regle, motifs=motifs if isinstance(motifs, list) and motifs else None,
+                        raw=dict(item))
+
+
+def read_facture_states(raw: bytes, content_type: str | None, status: int, opco: str | None) -> list[FactureState]:
+    """A ``/v2/factures/etats`` 2xx answer → its invoice states (Unreadable when it cannot be read)."""
+    items = read_items(classify(raw, content_type), status, opco, "GET", "factures_etats_v2", ("factures",))
+    out = [s for s in (read_facture_state(i) for i in items) if s is not None]
+    if items and not out:
+        raise Unreadable(opco, "GET", "factures_etats_v2", "éléments sans numéro de facture", status)
+    return out

@@ -858,6 +858,87 @@ class OpcoHook(BaseHook):
     def send_facture(self, body: dict) -> OpcoResponse:
         return self.request("POST", "factures_v1", json_body=body, numero_interne=body.get("numeroInterneDossier"))
 
+    def send_certificat(self, body: dict) -> OpcoResponse:
+        """A certificat de réalisation (``POST /v2/certificats``; AFDAS): ``typeCertificat``
+        Intermediaire or Final, the ``echeance`` it covers."""
+        return self.request("POST", "certificats_v2", json_body=body, numero_interne=body.get("numeroInterneDossier"))
+
+    def get_echeances(self, numero_interne: str, *, max_attempts: int | None = None) -> list[reading.Echeance]:
+        """The payment schedule (échéances) of one dossier, from its read-back
+        (``GET /v2/dossiers?numeroInterne=``). :class:`Unreadable` when the answer holds no
+        readable schedule, OpcoError when the OPCO refuses (unknown dossier...),
+        OpcoRouteNotServed when the OPCO does not serve the route."""
+        def read(r: OpcoResponse) -> list[reading.Echeance]:
+            parsed = reading.classify(r.raw, r.content_type)
+            if parsed.kind != "json":
+                raise Unreadable(self.opco_code, "GET", "dossier_read_v2", parsed.describe(r.status), r.status,
+                                 numero_interne)
+            got = reading.read_echeances(parsed.data, numero_interne, self.opco_code)
+            if isinstance(got, Unreadable):
+                raise got
+            return got
+
+        resp = self.request("GET", "dossier_read_v2", params={"numeroInterne": numero_interne},
+                            numero_interne=numero_interne, max_attempts=max_attempts, read=read)
+        if not resp.ok:
+            raise self._refused(resp, "dossier_read_v2")
+        return resp.read
+
+    def iter_facture_changes(self, date_debut: dt.datetime, date_fin: dt.datetime | None, page_size: int = 1000,
+                             *, max_attempts: int | None = None,
+                             max_pages: int = 100_000) -> Iterator[reading.FactureState]:
+        """Every invoice whose state changed in [date_debut, date_fin) (``/v2/factures/etats``),
+        all pages whatever the OPCO's paging. :class:`Unreadable` when an answer cannot be
+        understood; OpcoRouteNotServed when the OPCO does not serve the route."""
+        if not self.capabilities.serves("factures_etats_v2"):
+            raise OpcoRouteNotServed(self.opco_code, "factures_etats_v2")
+        params = {"dateDebut": _iso(date_debut), "numeroPage": FIRST_PAGE, "taillePage": page_size}
+        if date_fin is not None:
+            params["dateFin"] = _iso(date_fin)
+        pager = reading.Pager(self.opco_code, self.base_url, "factures_etats_v2", params, page_size, max_pages)
+        while pager.more():
+            resp = self.request("GET", "factures_etats_v2", params=pager.params, url=pager.url,
+                                max_attempts=max_attempts,
+                                read=lambda r: reading.read_facture_states(r.raw, r.content_type, r.status,
+                                                                           self.opco_code))
+            if not resp.ok:
+                raise self._refused(resp, "factures_etats_v2")
+            yield from resp.read
+            pager.advance(resp.body, resp.headers, resp.read, resp.status)
+
+    def find_factures(self, numeros: list[str], *, max_attempts: int = 3
+                      ) -> dict[str, reading.FactureState | None | Unreadable]:
+        """Settle whether the OPCO holds each invoice (``numeroInterneFacture``), through
+        ``GET /v2/factures/etats?numeroInterneFacture=``: its FactureState (present), None
+        (provably absent: a readable answer that does not name it) or an :class:`Unreadable`.
+        OpcoAuthError propagates; OpcoRouteNotServed when the OPCO does not serve the route."""
+        if not self.capabilities.serves("factures_etats_v2"):
+            raise OpcoRouteNotServed(self.opco_code, "factures_etats_v2")
+        out: dict[str, reading.FactureState | None | Unreadable] = {}
+        for n in dict.fromkeys(x for x in numeros if x):
+            try:
+                resp = self.request("GET", "factures_etats_v2", params={"numeroInterneFacture": n},
+                                    max_attempts=max_attempts,
+                                    read=lambda r: reading.read_facture_states(r.raw, r.content_type, r.status,
+                                                                               self.opco_code))
+            except OpcoAuthError:
+                raise
+            except Unreadable as u:
+                out[n] = u
+                continue
+            except OpcoError as exc:
+                out[n] = Unreadable(self.opco_code, "GET", "factures_etats_v2", str(exc))
+                continue
+            if resp.ok:
+                out[n] = next((st for st in resp.read if st.numero_facture == n), None)
+            elif resp.status == 404 and resp.body_kind == "json":
+                out[n] = None
+            else:
+                err = self._refused(resp, "factures_etats_v2")
+                out[n] = err if isinstance(err, Unreadable) else Unreadable(self.opco_code, "GET",
+                                                                            "factures_etats_v2", str(err))
+        return out
+
     def status(self) -> OpcoResponse:
         return self.request("GET", "status")
 
