@@ -102,7 +102,7 @@ def _euros(v: float) -> str:
 
 def _print_cash(cash: dict | None, rc: int, log_path) -> None:
     """The cumulative cash view after the follow-up DAG: échéances, invoiced, paid, late, rejected."""
-    from cfa_opco.cash.positions import SITUATIONS
+    from cfa_opco.cash.positions import SITUATIONS  # lazy: only when the cash view is printed
 
     print(f" Trésorerie after the follow-up DAG (cfa_opco_followup, exit {rc})")
     if cash is None:

@@ -5,6 +5,7 @@ plus every échéance line).
 """
 from __future__ import annotations
 
+import datetime as dt
 import html
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
-from cfa_opco.cash.positions import SITUATIONS, CashLine, CashView, Totals
+from cfa_opco.cash.positions import SITUATIONS, CashLine, CashView, Totals, build, load_lines
 from cfa_opco.providers.opco.norm import OPCO_NAMES
 from cfa_opco.quality.reports import _kpis, _page
 
@@ -165,10 +166,6 @@ def write_cash_view(conn, run_id: str | None, out_dir: Path, today=None) -> dict
     (a run's report folder; the reports root's ``tresorerie/`` when ``run_id`` is None: the
     cumulative view the follow-up DAG refreshes); returns the small summary kept in the run
     summary (counts and amounts, no learner)."""
-    import datetime as dt
-
-    from cfa_opco.cash.positions import build, load_lines
-
     view = build(load_lines(conn, run_id), today=today)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -193,7 +193,7 @@ def summarize(context, extraction: dict, quality: dict | None = None,
 def cash_view(folder, run_id: str | None) -> dict:
     """Write tresorerie.html / tresorerie.xlsx into ``folder``; their small summary."""
     from cfa_opco.cash.report import write_cash_view  # lazy: openpyxl only when summarising
-    from cfa_opco.db.connect import connection
+    from cfa_opco.db.connect import connection  # lazy: beside the lazy cash view import
 
     with connection(config.CONNECTOR_CONN_ID) as conn:
         return write_cash_view(conn, run_id, folder)

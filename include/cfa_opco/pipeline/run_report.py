@@ -197,7 +197,7 @@ def invoice_lines(invoices: dict) -> list[str]:
 
 def cash_lines(cash: dict) -> list[str]:
     """The run report's « Trésorerie » section: the cash view's figures, and where it is."""
-    from cfa_opco.cash.positions import SITUATIONS
+    from cfa_opco.cash.positions import SITUATIONS  # lazy: cash.positions imports nothing heavy, but run_report is imported by DAG-side code
 
     def eur(v: float) -> str:
         return f"{v:,.2f} €".replace(",", " ").replace(".", ",")
