@@ -64,43 +64,36 @@ class ErpWriteback:
             return 0
         return written
 
-    def echeances(self, source_id: str, rows: list[dict]) -> int:
-        """The payment schedules read from the OPCO (one row per échéance) into the ERP, through
-        the source's ``echeance`` statement; 0 when it has none (a read-only ERP)."""
+    def _each(self, source_id: str, statement: str, rows: list[dict], params, what: str) -> int:
+        """Run the source's ``statement`` once per row (``params(row)``); 0 when the source has no
+        such statement (a read-only ERP) or the write fails (logged, never raised)."""
         self.prepare()
         target = self._dsns.get(source_id)
-        if target is None or not rows or not target[1].get("echeance"):
+        if target is None or not rows or not target[1].get(statement):
             return 0
         dsn, statements = target
         try:
             with connection(dsn) as conn, conn.cursor() as cur:
                 for r in rows:
-                    cur.execute(statements["echeance"], {
-                        "numero_interne": r["numero_interne"], "numero": r["numero"],
-                        "date_echeance": r.get("date_echeance"), "date_fin": r.get("date_fin"),
-                        "montant": r.get("montant"), "etat": r.get("etat") or "A_FACTURER"})
+                    cur.execute(statements[statement], params(r))
         except Exception as exc:
-            log.warning("write-back of échéances to %s failed (%d rows): %s", source_id, len(rows), exc)
+            log.warning("write-back of %s to %s failed (%d rows): %s", what, source_id, len(rows), exc)
             return 0
         return len(rows)
 
+    def echeances(self, source_id: str, rows: list[dict]) -> int:
+        """The payment schedules read from the OPCO (one row per échéance) into the ERP, through
+        the source's ``echeance`` statement."""
+        return self._each(source_id, "echeance", rows, lambda r: {
+            "numero_interne": r["numero_interne"], "numero": r["numero"],
+            "date_echeance": r.get("date_echeance"), "date_fin": r.get("date_fin"),
+            "montant": r.get("montant"), "etat": r.get("etat") or "A_FACTURER"}, "échéances")
+
     def factures(self, source_id: str, rows: list[dict]) -> int:
-        """Invoice states read from the OPCO into the ERP, through the source's ``facture``
-        statement; 0 when it has none."""
-        self.prepare()
-        target = self._dsns.get(source_id)
-        if target is None or not rows or not target[1].get("facture"):
-            return 0
-        dsn, statements = target
-        try:
-            with connection(dsn) as conn, conn.cursor() as cur:
-                for r in rows:
-                    cur.execute(statements["facture"], {
-                        "numero_facture": r["numero_facture"], "numero_interne": r.get("numero_interne"),
-                        "etat": r.get("etat"), "etat_norm": r.get("etat_norm"),
-                        "montant_regle": r.get("montant_regle"), "date_reglement": r.get("date_reglement"),
-                        "reference_virement": r.get("reference_virement"), "commentaire": r.get("commentaire")})
-        except Exception as exc:
-            log.warning("write-back of invoice states to %s failed (%d rows): %s", source_id, len(rows), exc)
-            return 0
-        return len(rows)
+        """Invoice states read from the OPCO into the ERP, through the source's ``facture`` statement."""
+        return self._each(source_id, "facture", rows, lambda r: {
+            "numero_facture": r["numero_facture"], "numero_interne": r.get("numero_interne"),
+            "etat": r.get("etat"), "etat_norm": r.get("etat_norm"),
+            "montant_regle": r.get("montant_regle"), "date_reglement": r.get("date_reglement"),
+            "reference_virement": r.get("reference_virement"), "commentaire": r.get("commentaire")},
+            "invoice states")

@@ -10,12 +10,10 @@ import html
 from pathlib import Path
 
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
 
 from cfa_opco.cash.positions import SITUATIONS, CashLine, CashView, Totals, build, load_lines
 from cfa_opco.providers.opco.norm import OPCO_NAMES
-from cfa_opco.quality.reports import _kpis, _page
+from cfa_opco.quality.reports import _kpis, _page, header
 
 HTML_NAME = "tresorerie.html"
 EXCEL_NAME = "tresorerie.xlsx"
@@ -134,12 +132,7 @@ def write_excel(path: Path, view: CashView, *, run_id: str | None, generated: st
 
     def sheet(title: str, heads: list[str], rows):
         ws = wb.create_sheet(title)
-        cells = []
-        for h in heads:
-            c = WriteOnlyCell(ws, value=h)
-            c.font = Font(bold=True)
-            cells.append(c)
-        ws.append(cells)
+        header(ws, heads)
         for row in rows:
             ws.append(list(row))
 

@@ -167,6 +167,16 @@ def _trend(conn, run_id: str, site: str | None = None, n: int = 12) -> list[tupl
         return [(r[0], int(r[1]), int(r[2])) for r in reversed(cur.fetchall())]
 
 
+def header(sheet, labels) -> None:
+    """A bold first row in a write-only openpyxl sheet."""
+    cells = []
+    for lab in labels:
+        c = WriteOnlyCell(sheet, value=lab)
+        c.font = Font(bold=True)
+        cells.append(c)
+    sheet.append(cells)
+
+
 def write_excel(path: Path, fix: pd.DataFrame, anomalies: pd.DataFrame, summary_rows: list[tuple]) -> None:
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("À corriger")
@@ -174,14 +184,6 @@ def write_excel(path: Path, fix: pd.DataFrame, anomalies: pd.DataFrame, summary_
             ("source_id", "ERP"), ("record_ref", "Référence ERP"), ("rule_code", "Règle"),
             ("severity", "Gravité"), ("field", "Champ"), ("valeur", "Valeur"), ("message", "À corriger"),
             ("sites", "Sites"), ("numeros", "Dossiers")]
-
-    def header(sheet, labels):
-        cells = []
-        for lab in labels:
-            c = WriteOnlyCell(sheet, value=lab)
-            c.font = Font(bold=True)
-            cells.append(c)
-        sheet.append(cells)
 
     header(ws, [c[1] for c in cols])
     for row in fix[[c[0] for c in cols]].itertuples(index=False):
