@@ -173,7 +173,9 @@ def test_dossier_page_bundle_and_resend_params(client, ui, secrets):
         assert {"manifest.json", "etats.json", "envois.json", "echanges.json", "qualite.json"} <= names
         manifest = json.loads(zf.read("manifest.json"))
         assert manifest["numero_interne"] == numero and manifest["key_scope"] == "SIRET"
-        assert manifest["integrity"]["ledger_hashes_sent"] == [content_hash]
+        sent = manifest["integrity"]["ledger_hashes_sent"]   # the dossier's, and its invoices' if any
+        assert content_hash in sent and set(sent) <= {h for (h,) in rows(
+            ui["dsn"], "SELECT content_hash FROM transmission WHERE numero_interne = %s", numero)}
         import hashlib
 
         for name, digest in manifest["files"].items():
