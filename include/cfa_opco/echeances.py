@@ -17,12 +17,12 @@ import datetime as dt
 import json
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import psycopg2.extras
 
 from cfa_opco.db.connect import airflow_connection, cached_connections, connect, dsn_for
+from cfa_opco.followup import for_each_connection
 from cfa_opco.proofs import ProofRecorder
 from cfa_opco.providers.opco.capabilities import Capabilities
 from cfa_opco.providers.opco.exceptions import OpcoAuthError, OpcoError
@@ -199,14 +199,7 @@ def sync_echeances(connector: str, conn_ids: list[str] | None = None, *, softwar
                 db.close()
 
         try:
-            targets = sorted(by_conn)
-            if len(targets) <= 1 or max_workers <= 1:
-                for cid in targets:
-                    one(cid)
-            else:
-                with ThreadPoolExecutor(max_workers=min(max_workers, len(targets)),
-                                        thread_name_prefix="echeances") as pool:
-                    list(pool.map(one, targets))
+            for_each_connection(sorted(by_conn), one, max_workers, "echeances")
         finally:
             if recorder is not None:
                 recorder.close()

@@ -23,10 +23,10 @@ import json
 import logging
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from cfa_opco.db.connect import cached_connections, connect, dsn_for
+from cfa_opco.followup import advance_watermark, for_each_connection
 from cfa_opco.proofs import ProofRecorder
 from cfa_opco.providers.opco.hooks.opco import OpcoHook
 from cfa_opco.providers.opco.norm import opco_label
@@ -174,11 +174,7 @@ class _ConnFollowup:
                 self.out["changed"] += _apply(db, batch, self.run_id)
                 batch = []
         self.out["changed"] += _apply(db, batch, self.run_id)
-        with db.cursor() as cur:       # the window was fully read: only now does the watermark move
-            cur.execute("""INSERT INTO facture_watermark (conn_id, window_end) VALUES (%s, %s)
-                           ON CONFLICT (conn_id) DO UPDATE SET window_end = GREATEST(facture_watermark.window_end,
-                           EXCLUDED.window_end), updated_at = now()""", (self.conn_id, end))
-        db.commit()
+        advance_watermark(db, "facture_watermark", self.conn_id, end)
 
     def _solde(self, db) -> None:
         """No invoice route: a dossier the OPCO reports SOLDE has had its invoices paid."""
@@ -278,13 +274,7 @@ def sync_factures(connector: str, conn_ids: list[str] | None = None, *, hook_fac
                         result["unrecognised"].append({**item, "etat": r["etat"]})
 
         try:
-            if len(targets) <= 1 or max_workers <= 1:
-                for cid in targets:
-                    one(cid)
-            else:
-                with ThreadPoolExecutor(max_workers=min(max_workers, len(targets)),
-                                        thread_name_prefix="factures") as pool:
-                    list(pool.map(one, targets))
+            for_each_connection(targets, one, max_workers, "factures")
         finally:
             if recorder is not None:
                 recorder.close()

@@ -212,11 +212,7 @@ class _ConnSync:
                 self._apply(db, batch, "etats_v2")
                 batch = []
         self._apply(db, batch, "etats_v2")
-        with db.cursor() as cur:       # the window was fully read: only now does the watermark move
-            cur.execute("""INSERT INTO sync_watermark (conn_id, window_end, updated_at) VALUES (%s, %s, now())
-                           ON CONFLICT (conn_id) DO UPDATE SET window_end = GREATEST(sync_watermark.window_end,
-                           EXCLUDED.window_end), updated_at = now()""", (self.conn_id, end))
-        db.commit()
+        advance_watermark(db, "sync_watermark", self.conn_id, end)
 
     def _liste(self, db, stale_after: dt.timedelta | None) -> None:
         with db.cursor() as cur:
@@ -241,6 +237,26 @@ class _ConnSync:
                     cur.execute("UPDATE opco_dossier SET last_checked_at = now() WHERE conn_id = %s "
                                 "AND numero_interne = ANY(%s)", (self.conn_id, list(missing)))
                 db.commit()
+
+
+def advance_watermark(db, table: str, conn_id: str, end: dt.datetime) -> None:
+    """A window was fully read: only now does the connection's watermark move (never back)."""
+    with db.cursor() as cur:
+        cur.execute(f"""INSERT INTO {table} (conn_id, window_end, updated_at) VALUES (%s, %s, now())
+                        ON CONFLICT (conn_id) DO UPDATE SET window_end = GREATEST({table}.window_end,
+                        EXCLUDED.window_end), updated_at = now()""", (conn_id, end))
+    db.commit()
+
+
+def for_each_connection(targets: list[str], one: Callable[[str], None], max_workers: int, name: str) -> None:
+    """``one(conn_id)`` for every connection: in threads when there are several (each OPCO key is
+    read on its own; one failing never stops the others — ``one`` reports its own errors)."""
+    if len(targets) <= 1 or max_workers <= 1:
+        for cid in targets:
+            one(cid)
+    else:
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(targets)), thread_name_prefix=name) as pool:
+            list(pool.map(one, targets))
 
 
 DEFAULT_POLL_FAILURE_LIMIT = 5
@@ -410,12 +426,7 @@ def _sync_states(connector, conn_ids, *, hook_factory, lag_seconds, page_size, w
                 result["by_etat"][k] = result["by_etat"].get(k, 0) + v
 
     try:
-        if len(targets) <= 1 or max_workers <= 1:
-            for cid in targets:
-                one(cid)
-        else:
-            with ThreadPoolExecutor(max_workers=min(max_workers, len(targets)), thread_name_prefix="sync") as pool:
-                list(pool.map(one, targets))
+        for_each_connection(targets, one, max_workers, "sync")
     finally:
         if recorder is not None:
             recorder.close()
