@@ -38,9 +38,9 @@ Every morning, for every ERP source of the CFA network:
    `on_failure_callback`).
 
 **Params** — `dry_run` (build and validate payloads, send nothing); `only_opco`, `only_site`
-(restrict the transmission); `resend` (numeroInterne to send again) and `force_quality`
-(numeroInterne to let through the gate), both with a mandatory `force_reason` kept in the
-ledger/audit trail; `reextract` (read the ERPs again for this run); `sources` (source ids).
+(restrict the transmission, invoices included); `resend` (numeroInterne to send again),
+`resend_factures` (invoice numbers to send again) and `force_quality` (numeroInterne to let
+through the gate), all with a mandatory `force_reason` kept in the ledger/audit trail; `reextract` (read the ERPs again for this run); `sources` (source ids).
 
 **Schedule** — 06:00 Europe/Paris, Monday to Saturday, as a `CronTriggerTimetable`: the run
 is keyed by its trigger time; no data interval is used anywhere.
@@ -82,6 +82,8 @@ DEFAULT_ARGS = {
         "only_opco": Param(None, type=["null", "string"], description="Transmit only to this OPCO (code, e.g. akto)."),
         "only_site": Param(None, type=["null", "string"], description="Transmit only this CFA site (site code)."),
         "resend": Param([], type="array", description="numeroInterne to send again (needs force_reason)."),
+        "resend_factures": Param([], type="array",
+                                 description="Invoice numbers (as in the ERP) to send again (needs force_reason)."),
         "force_quality": Param([], type="array",
                                description="numeroInterne to let through the quality gate (needs force_reason)."),
         "force_reason": Param(None, type=["null", "string"], description="Why: kept in the ledger and the audit trail."),

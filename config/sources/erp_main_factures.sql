@@ -1,7 +1,8 @@
 -- Mapping of "Gestion CFA" (erp_main) invoices onto the canonical invoice columns
 -- (cfa_opco.factures.COLUMNS): one row per invoice, with the échéance the CFA holds for it
 -- (its schedule, echeance) and the establishment that teaches the contract (its SIRET and
--- site code). Values are read by the connector in Python (dates, amounts with 3 decimals).
+-- site code), and whether that échéance is the schedule's last (the certificat de réalisation
+-- AFDAS asks for is then Final). Values are read by the connector in Python (dates, amounts with 3 decimals).
 SELECT
     f.id::text                AS ligne,
     f.numero_facture          AS numero_facture,
@@ -13,7 +14,14 @@ SELECT
     e.siret                   AS cfa_siret,
     e.code_site               AS site_code,
     ech.date_echeance::text   AS echeance_date,
-    ech.montant::text         AS echeance_montant
+    ech.montant::text         AS echeance_montant,
+    (ech.numero = (SELECT max(x.numero) FROM echeance x WHERE x.contrat_id = f.contrat_id))::text
+                              AS echeance_derniere,
+    -- the period the échéance covers ends the day before the next one, or with the contract
+    CASE WHEN ech.id IS NOT NULL THEN
+         COALESCE((SELECT min(x.date_echeance) FROM echeance x WHERE x.contrat_id = f.contrat_id
+                   AND x.numero > ech.numero) - 1, c.date_fin)::text END
+                              AS echeance_fin
 FROM facture f
 JOIN contrat c ON c.id = f.contrat_id
 JOIN session_formation s ON s.id = c.session_id

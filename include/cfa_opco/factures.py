@@ -36,6 +36,14 @@ COLUMNS = {
     "echeance_date": ("date", "date de l'échéance"),
     "echeance_montant": ("money", "montant de l'échéance"),
 }
+# optional columns: a mapping may return them (an older mapping without them still works)
+OPTIONAL = {
+    # the échéance is the last of the ERP's schedule: the certificat de réalisation AFDAS needs
+    # before the invoice is then Final, else Intermediaire
+    "echeance_derniere": ("bool", "dernière échéance de l'échéancier"),
+    # the last day of the period the échéance covers (the certificat's dateFin)
+    "echeance_fin": ("date", "fin de la période de l'échéance"),
+}
 _BLANKS = re.compile(r"[\s\u00a0\u202f]")
 
 
@@ -73,7 +81,7 @@ def read_value(typ: str, raw):
 def read_row(row: dict) -> tuple[dict, dict]:
     """(values, {column: French reason}) of one mapped row."""
     out, bad = {}, {}
-    for col, (typ, label) in COLUMNS.items():
+    for col, (typ, label) in (COLUMNS | OPTIONAL).items():
         try:
             out[col] = read_value(typ, row.get(col))
         except fields.Unreadable as exc:
@@ -91,16 +99,23 @@ def _read_source(source: Source) -> list[dict]:
             missing = sorted(set(COLUMNS) - set(got))
             if missing:
                 raise MappingError(f"{source.id}: factures_sql must return the invoice columns; missing: "
-                                   f"{', '.join(missing)}; unexpected: {', '.join(sorted(set(got) - set(COLUMNS)))}")
-            cur.execute(f"SELECT {', '.join(f'm.{c}::text' for c in COLUMNS)} FROM ({source.factures_sql}) m")
-            return [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
+                                   f"{', '.join(missing)}; unexpected: "
+                                   f"{', '.join(sorted(set(got) - set(COLUMNS) - set(OPTIONAL)))}")
+            wanted = [*COLUMNS, *(c for c in OPTIONAL if c in got)]
+            cur.execute(f"SELECT {', '.join(f'm.{c}::text' for c in wanted)} FROM ({source.factures_sql}) m")
+            return [dict(zip(wanted, r)) for r in cur.fetchall()]
     finally:
         conn.close()
 
 
-def stage_invoices(run_id: str, sources: list[Source], connector: str, reextract: bool = False) -> dict:
+def stage_invoices(run_id: str, sources: list[Source], connector: str, reextract: bool = False,
+                   resend: list[str] | None = None) -> dict:
     """Freeze the run's invoices (idempotent per run: a retry reuses them unless ``reextract``);
-    return {staged, already_sent, unreadable, by_source: {id: n}, failed_sources: [...]}."""
+    return {staged, already_sent, unreadable, by_source: {id: n}, failed_sources: [...]}.
+
+    ``resend``: invoice numbers to send again (the DAG's ``resend_factures``): frozen even though
+    the OPCO holds them; a number no source returns is a clear error before anything is frozen."""
+    resend = {n.strip() for n in (resend or []) if n and n.strip()}
     connector = dsn_for(connector)
     with connection(connector) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('cfa_opco.factures:' || %s))", (run_id,))
@@ -115,6 +130,7 @@ def stage_invoices(run_id: str, sources: list[Source], connector: str, reextract
                        WHERE operation = 'FACTURE' AND status = 'SENT'""")
         held = set(cur.fetchall())
         summary = {"staged": 0, "by_source": {}, "already_sent": 0, "unreadable": 0, "failed_sources": []}
+        found: set[str] = set()
         for source in sources:
             if not source.factures_sql:
                 continue
@@ -129,20 +145,27 @@ def stage_invoices(run_id: str, sources: list[Source], connector: str, reextract
                 v, bad = read_row(row)
                 if not v["ligne"]:
                     continue
-                if (source.id, v["numero_facture"]) in held:
+                found.add(v["numero_facture"])
+                if (source.id, v["numero_facture"]) in held and v["numero_facture"] not in resend:
                     summary["already_sent"] += 1
                     continue
                 summary["unreadable"] += bool(bad)
                 values.append((run_id, source.id, v["ligne"], v["numero_facture"], v["numero_interne"],
                                v["echeance_numero"], v["date_facture"], v["montant"], v["facture_siret"],
                                v["cfa_siret"], v["site_code"], v["echeance_date"], v["echeance_montant"],
-                               json.dumps(bad, ensure_ascii=False) if bad else None))
+                               v["echeance_derniere"], v["echeance_fin"], json.dumps(bad, ensure_ascii=False) if bad else None))
             psycopg2.extras.execute_values(cur, """
                 INSERT INTO staged_facture (run_id, source_id, ligne, numero_facture, numero_interne, echeance_numero,
                     date_facture, montant, facture_siret, cfa_siret, site_code, echeance_date, echeance_montant,
-                    illisible) VALUES %s ON CONFLICT DO NOTHING""", values, page_size=1000)
+                    echeance_derniere, echeance_fin, illisible) VALUES %s ON CONFLICT DO NOTHING""", values, page_size=1000)
             summary["by_source"][source.id] = len(values)
             summary["staged"] += len(values)
+        unknown = sorted(resend - found)
+        if unknown:   # raised inside the transaction: nothing of this run is frozen
+            unread = (f" (invoices of {', '.join(summary['failed_sources'])} could not be read)"
+                      if summary["failed_sources"] else "")
+            raise ValueError(f"param 'resend_factures' names invoices no ERP returns: {', '.join(unknown)}{unread} "
+                             "— check the invoice numbers (as typed in the ERP)")
     log.info("invoices staged for %s: %s", run_id, summary)
     return summary
 

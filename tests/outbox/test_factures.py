@@ -5,6 +5,13 @@ route answers 200, 429s and 5xx under load, never two invoices for one échéanc
 of the run in exactly one bucket — the OPCO without the invoice route named per invoice."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
 import psycopg2
 import pytest
 
@@ -226,3 +233,156 @@ def test_the_next_run_stages_only_the_invoices_the_opco_does_not_hold(invoiced, 
     assert sum(second.values()) == staged["staged"] and second["transmitted"] == 0, second
     assert second["to_fix"] == first["to_fix"] and second["not_transmissible"] == first["not_transmissible"]
     assert sum(sbx.factures(code)["created"] for code in opco_codes()) == created
+
+
+def _certificats(conn: str, run: str = RUN) -> list[tuple]:
+    return rows(conn, """SELECT numero_interne, payload -> 'echeance' ->> 'numero', payload ->> 'typeCertificat', status
+                         FROM transmission WHERE operation = 'CERTIFICAT' AND run_id = %s""", run)
+
+
+def test_afdas_invoices_leave_after_their_certificat_de_realisation(invoiced):
+    """AFDAS (the sandbox as configured for the demo) refuses an invoice whose échéance has no
+    certificat de réalisation: each leaves after its certificat — Final for the schedule's last
+    échéance, Intermediaire before — sent once, never again on a rerun."""
+    conn, sbx = invoiced["connector"], invoiced["sandbox"]
+    out = send_invoices(RUN, conn, **FAST)
+    held = sbx.factures("afdas")["factures"]
+    assert len(held) > 5, out["batches"]
+    got = {(c["numeroInterneDossier"], c["echeance"]): c["typeCertificat"] for c in sbx.certificats("afdas")}
+    last = {(n, e): bool(d) for n, e, d in rows(conn, """SELECT numero_interne, echeance_numero, echeance_derniere
+                                                      FROM staged_facture WHERE run_id = %s""", RUN)}
+    for f in held:
+        key = (f["numeroInterneDossier"], f["echeance"])
+        assert got[key] == ("Final" if last[key] else "Intermediaire"), (f, got.get(key))
+    assert "Intermediaire" in got.values()
+    # the ledger holds each certificat once, SENT; no other OPCO received one; nothing refused
+    ledger = _certificats(conn)
+    assert sorted((n, int(e)) for n, e, _, st in ledger if st == "SENT") == sorted(got) and len(got) == len(held)
+    assert all(not sbx.certificats(code) for code in opco_codes() if code != "afdas")
+    assert out["buckets"]["waiting_certificat"] == 0 and out["buckets"]["refused"] == 0, out["buckets"]
+    follow = rows(conn, "SELECT count(*) FROM transmission WHERE operation = 'CERTIFICAT' AND status = 'SENT'")[0][0]
+    send_invoices(RUN, conn, **FAST)
+    assert len(sbx.certificats("afdas")) == len(got) and len(_certificats(conn)) == len(ledger) == follow
+
+
+def test_a_refused_certificat_holds_its_invoice_with_the_opcos_reason(invoiced):
+    """The ERP's schedule says the wrong last échéance (the OPCO refuses the certificat's type), or
+    does not say (no type can be chosen): the invoice waits, in its own bucket, with why; the ERP
+    corrected, the next run sends the certificat and then the invoice."""
+    conn, sbx = invoiced["connector"], invoiced["sandbox"]
+    picked = rows(conn, """SELECT f.source_id, f.ligne, f.numero_facture, f.echeance_derniere FROM staged_facture f
+                           JOIN facture_verdict v USING (run_id, source_id, ligne)
+                           JOIN opco_dossier od ON od.source_id = f.source_id AND od.numero_interne = f.numero_interne
+                           WHERE f.run_id = %s AND v.verdict = 'TRANSMIT' AND od.opco_code = 'afdas'
+                             AND od.etat = 'ENGAGE' AND f.echeance_derniere IS NOT NULL
+                           ORDER BY f.numero_facture LIMIT 2""", RUN)
+    (src_a, ligne_a, nif_a, last_a), (src_b, ligne_b, nif_b, last_b) = picked
+    with connection(conn) as c, c.cursor() as cur:
+        cur.execute("UPDATE staged_facture SET echeance_derniere = NOT echeance_derniere WHERE run_id = %s "
+                    "AND source_id = %s AND ligne = %s", (RUN, src_a, ligne_a))
+        cur.execute("UPDATE staged_facture SET echeance_derniere = NULL WHERE run_id = %s "
+                    "AND source_id = %s AND ligne = %s", (RUN, src_b, ligne_b))
+    out = send_invoices(RUN, conn, **FAST)
+    assert out["buckets"]["waiting_certificat"] == 2, out["buckets"]
+    assert sum(out["buckets"].values()) == rows(conn, "SELECT count(*) FROM staged_facture WHERE run_id = %s",
+                                                RUN)[0][0]
+    held = {f["numeroInterneFacture"] for f in sbx.factures("afdas")["factures"]}
+    assert nif_a not in held and nif_b not in held
+    why = {d["numero_facture"]: d["raison"] for d in invoice_buckets(conn, RUN)["details"]["waiting_certificat"]}
+    assert "certificat refusé par l'OPCO" in why[nif_a] and "demande un certificat" in why[nif_a], why
+    assert "echeance_derniere" in why[nif_b], why
+    # a rerun of the same run sends neither again (refused as is; no type)
+    certs = len(sbx.certificats("afdas"))
+    assert send_invoices(RUN, conn, **FAST)["buckets"]["waiting_certificat"] == 2
+    assert len(sbx.certificats("afdas")) == certs
+    # the ERP corrected: the next run's certificats leave, then the invoices
+    run2 = "manual__certificat"
+    with connection(conn) as c, c.cursor() as cur:
+        cur.execute("""INSERT INTO staged_facture (run_id, source_id, ligne, numero_facture, numero_interne,
+                           echeance_numero, date_facture, montant, facture_siret, cfa_siret, site_code, echeance_date,
+                           echeance_montant, echeance_fin, echeance_derniere)
+                       SELECT %s, f.source_id, f.ligne, f.numero_facture, f.numero_interne, f.echeance_numero,
+                              f.date_facture, f.montant, f.facture_siret, f.cfa_siret, f.site_code, f.echeance_date,
+                              f.echeance_montant, f.echeance_fin, CASE WHEN f.ligne = %s THEN %s ELSE %s END
+                       FROM staged_facture f WHERE f.run_id = %s AND (f.source_id, f.ligne) IN ((%s, %s), (%s, %s))""",
+                    (run2, ligne_a, last_a, last_b, RUN, src_a, ligne_a, src_b, ligne_b))
+        cur.execute("""INSERT INTO facture_verdict (run_id, source_id, ligne, verdict, rule_codes)
+                       SELECT %s, source_id, ligne, 'TRANSMIT', '{}' FROM staged_facture WHERE run_id = %s""",
+                    (run2, run2))
+    again = send_invoices(run2, conn, **FAST)
+    assert again["buckets"]["transmitted"] == 2, (again["buckets"], invoice_buckets(conn, run2)["details"])
+    held = {f["numeroInterneFacture"] for f in sbx.factures("afdas")["factures"]}
+    assert {nif_a, nif_b} <= held
+
+
+def test_resending_an_invoice_needs_a_reason_and_creates_nothing_twice(invoiced, tmp_path):
+    """``resend_factures``: an invoice the OPCO holds is frozen and sent again, forced, with its
+    reason in the ledger; the OPCO answers the identical invoice 200 — nothing is created twice.
+    An invoice number no ERP returns is a clear error before anything is frozen."""
+    conn, sbx = invoiced["connector"], invoiced["sandbox"]
+    send_invoices(RUN, conn, **FAST)
+    nif, opco = rows(conn, """SELECT payload ->> 'numeroInterneFacture', opco_code FROM transmission
+                              WHERE operation = 'FACTURE' AND status = 'SENT' AND opco_code = 'constructys'
+                              ORDER BY id LIMIT 1""")[0]
+    created, same = sbx.factures(opco)["created"], sbx.factures(opco)["same_content"]
+    run2 = "manual__resend_facture"
+    extract(run2, invoiced["sources"], conn)
+    with pytest.raises(ValueError, match="NOPE-1"):
+        stage_invoices(run2, invoiced["sources"], conn, resend=["NOPE-1"])
+    assert rows(conn, "SELECT count(*) FROM staged_facture WHERE run_id = %s", run2)[0][0] == 0
+    staged = stage_invoices(run2, invoiced["sources"], conn, resend=[nif])
+    assert rows(conn, "SELECT count(*) FROM staged_facture WHERE run_id = %s AND numero_facture = %s",
+                run2, nif)[0][0] == 1, staged
+    run_quality_gate(run2, conn, reports_dir=tmp_path / "reports2")
+    with pytest.raises(ValueError, match="reason"):
+        send_invoices(run2, conn, force=[{"numero_facture": nif, "reason": " "}], **FAST)
+    out = send_invoices(run2, conn, force=[{"numero_facture": nif, "reason": "OPCO : facture perdue", "by": "alice"}],
+                        **FAST)
+    forced = rows(conn, """SELECT status, forced, force_reason FROM transmission WHERE operation = 'FACTURE'
+                           AND run_id = %s AND payload ->> 'numeroInterneFacture' = %s""", run2, nif)
+    assert forced == [("SENT", True, "OPCO : facture perdue (par alice)")]
+    assert sbx.factures(opco)["created"] == created and sbx.factures(opco)["same_content"] == same + 1
+    assert out["buckets"]["transmitted"] == 1, out["buckets"]   # only the forced one: the others are still where they were
+
+
+KILLABLE = textwrap.dedent("""
+    from cfa_opco.pipeline.invoicing import send_invoices
+    send_invoices({run!r}, {connector!r}, max_workers=4)
+""")
+
+
+def test_a_worker_killed_mid_invoice_batch_loses_and_doubles_nothing(invoiced):
+    """The invoices' task SIGKILLed in the middle of its batches (intents committed, answers
+    lost): its retry settles every intent in doubt by reading back (or by the identical resend
+    an OPCO answers 200) — no invoice created twice, none lost, every one in one bucket."""
+    conn, sbx = invoiced["connector"], invoiced["sandbox"]
+    sbx.set_rate_limit(25)            # slow enough to kill it in the middle
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE.format(run=RUN, connector=conn)], env=os.environ.copy())
+    to_send = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if to_send is None:
+            got = rows(conn, "SELECT count(*) FROM facture_plan WHERE run_id = %s AND decision = 'SEND'", RUN)
+            to_send = got[0][0] or None
+        if to_send and sum(sbx.factures(code)["created"] for code in opco_codes()) >= to_send // 3:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = sum(sbx.factures(code)["created"] for code in opco_codes())
+    assert to_send and 0 < before < to_send, "the kill must land mid-batch"
+    pending = rows(conn, "SELECT count(*) FROM transmission WHERE operation = 'FACTURE' AND status = 'PENDING'")[0][0]
+    sbx.set_rate_limit(0)
+    out = send_invoices(RUN, conn, **FAST)              # the task's retry
+    b = out["buckets"]
+    staged = rows(conn, "SELECT count(*) FROM staged_facture WHERE run_id = %s", RUN)[0][0]
+    assert sum(b.values()) == staged and b["in_doubt"] == b["not_processed"] == 0, b
+    held = [f for fs in _held(sbx).values() for f in fs]
+    sent = {n for n, st in _ledger(conn).items() if st == "SENT"}
+    assert sorted(f["numeroInterneFacture"] for f in held) == sorted(sent) and len(sent) == b["transmitted"]
+    assert sum(sbx.factures(code)["created"] for code in opco_codes()) == len(held)     # none created twice
+    per_echeance = [(f["numeroInterneDossier"], f["echeance"]) for f in held]
+    assert len(per_echeance) == len(set(per_echeance))
+    certs = [(c["numeroInterneDossier"], c["echeance"]) for c in sbx.certificats("afdas")]
+    assert len(certs) == len(set(certs))
+    assert pending > 0, "the kill left intents in doubt: the retry had to settle them"

@@ -37,6 +37,12 @@ class BatchResult:
     invoices_in_doubt: int = 0
     invoices_dry_run: int = 0
     invoices_already_sent: int = 0
+    invoices_waiting_certificat: int = 0   # AFDAS: its certificat de réalisation refused, in doubt or unknown
+    certificats_sent: int = 0
+    certificats_rejected: int = 0
+    certificats_blocked: int = 0
+    certificats_in_doubt: int = 0
+    certificats_dry_run: int = 0
     retried_later: int = 0        # answers 429 (Retry-After honoured for that request)
     ambiguous: int = 0            # answers lost (timeout, dropped connection, 5xx, unreadable)
     read_backs: int = 0           # grouped read-back calls that settled them

@@ -42,7 +42,9 @@ def extract(context) -> dict:
                             reextract=bool(params.get("reextract")))
     # the ERPs' invoices, frozen with the run (issue 12): a small summary for XCom
     summary["invoices"] = stage_invoices(_run_id(context), sources, config.CONNECTOR_CONN_ID,
-                                         reextract=bool(params.get("reextract")))
+                                         reextract=bool(params.get("reextract")),
+                                         resend=[f["numero_facture"] for f in
+                                                 _forced(context, "resend_factures", "numero_facture")])
     return summary
 
 
@@ -51,16 +53,19 @@ def _requested_by(context) -> str:
     return getattr(dag_run, "triggering_user_name", None) or "opérateur"
 
 
-def _forced(context, key: str) -> list[dict]:
+def _forced(context, key: str, field: str = "numero_interne") -> list[dict]:
+    """What the param ``key`` names to force (dossiers, or invoices with ``field`` numero_facture),
+    each with the run's mandatory ``force_reason`` and who asked."""
     params = context["params"]
     numeros = [n.strip() for n in (params.get(key) or []) if n and n.strip()]
     if not numeros:
         return []
     reason = (params.get("force_reason") or "").strip()
     if not reason:
-        raise ValueError(f"param '{key}' names dossiers but 'force_reason' is empty: "
+        what = "invoices" if field == "numero_facture" else "dossiers"
+        raise ValueError(f"param '{key}' names {what} but 'force_reason' is empty: "
                          "a reason is required and kept in the audit trail")
-    return [{"numero_interne": n, "reason": reason, "by": _requested_by(context)} for n in numeros]
+    return [{field: n, "reason": reason, "by": _requested_by(context)} for n in numeros]
 
 
 def quality(context, extraction: dict) -> dict:
@@ -105,7 +110,7 @@ def invoices(context) -> dict:
     params = context["params"]
     out = send_invoices(_run_id(context), config.CONNECTOR_CONN_ID, dry_run=bool(params.get("dry_run")),
                         only_opco=params.get("only_opco") or None, only_site=params.get("only_site") or None,
-                        software=config.software())
+                        software=config.software(), force=_forced(context, "resend_factures", "numero_facture"))
     return {"decisions": out["decisions"], "buckets": out["buckets"], "errors": out["errors"],
             "batches": {k: {n: v for n, v in b.items() if v} for k, b in out["batches"].items()}}
 

@@ -12,13 +12,15 @@ Before anything leaves, each invoice gets a decision (``facture_plan``), in this
 3. ``NOT_TRANSMISSIBLE`` its OPCO takes no invoice by API (``factures_v1`` not served), or takes
                          no contract by API (the dossier never went through the API): named
 4. ``WAITING_ENGAGE``    its dossier is not (yet) ENGAGE at the OPCO (state or routing said)
-5. ``SEND``              to the key (connection) that holds the dossier
+5. ``SEND``              to the key (connection) that holds the dossier — on AFDAS, after the
+                         échéance's certificat de réalisation (waiting for it, with why, when it
+                         is refused, in doubt or cannot be built from the ERP's schedule)
 
 then the SEND ones leave (``InvoiceFlow`` on ``BatchRunner``: intent first, read-back of a lost
 answer, never two invoices for one échéance), ``dry_run`` building and checking them only.
 :func:`invoice_buckets` joins the decisions with the ledger: transmitted, to fix, waiting for
-ENGAGE, not transmissible, filtered, refused, in doubt, dry run, not processed — they add up to
-the invoices frozen for the run.
+ENGAGE or for a certificat, not transmissible, filtered, refused, in doubt, dry run, not
+processed — they add up to the invoices frozen for the run.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ DETAIL_LIMIT = 50
 _ROWS = """
 SELECT f.source_id, f.ligne, f.numero_facture, f.numero_interne, f.echeance_numero, f.date_facture, f.montant,
        f.site_code, v.verdict, v.rule_codes, od.etat, od.opco_code, od.conn_id, od.cfa_siren, f.echeance_date,
+       f.echeance_derniere, f.echeance_fin,
        (SELECT e.etat FROM opco_echeance e WHERE e.source_id = f.source_id AND e.numero_interne = f.numero_interne
           AND e.numero = f.echeance_numero) AS echeance_etat,
        (SELECT (t.payload->>'dateRupture')::date FROM transmission t WHERE t.source_id = f.source_id
@@ -105,9 +108,19 @@ def decide(row: dict, only_opco: str | None, only_site: str | None) -> tuple[str
 
 
 def send_invoices(run_id: str, connector: str, *, dry_run: bool = False, only_opco: str | None = None,
-                  only_site: str | None = None, software: dict | None = None, **runner_kwargs) -> dict:
+                  only_site: str | None = None, software: dict | None = None, force: list[dict] | None = None,
+                  **runner_kwargs) -> dict:
     """Decide every invoice of the run, send those that may leave (one batch per key); return
-    {decisions: {decision: n}, batches: {conn_id: counters}, errors: {conn_id: why}, buckets}."""
+    {decisions: {decision: n}, batches: {conn_id: counters}, errors: {conn_id: why}, buckets}.
+
+    ``force``: [{"numero_facture", "reason", "by"}] — invoices to send again although the ledger
+    says the OPCO holds them or refused them as is (the DAG's ``resend_factures``, with its
+    mandatory reason, kept in the ledger); they still go through the quality checks and the
+    decisions above (a forced invoice to fix stays to fix)."""
+    force = {f["numero_facture"]: f for f in (force or [])}
+    for numero, f in force.items():
+        if not (f.get("reason") or "").strip():
+            raise ValueError(f"resending invoice {numero} needs a reason (force_reason), kept in the ledger")
     connector = dsn_for(connector)
     conn = connect(connector, application_name="cfa_opco.invoices")
     try:
@@ -125,7 +138,10 @@ def send_invoices(run_id: str, connector: str, *, dry_run: bool = False, only_op
                         {"source_id": r["source_id"], "numero_interne": r["numero_interne"], "ligne": r["ligne"],
                          "numero_facture": r["numero_facture"], "echeance_numero": r["echeance_numero"],
                          "date_facture": r["date_facture"], "montant": r["montant"], "opco_code": opco,
-                         "cfa_siren": r["cfa_siren"], "forced": False, "force_reason": None})
+                         "cfa_siren": r["cfa_siren"], "echeance_date": r["echeance_date"],
+                         "echeance_derniere": r["echeance_derniere"], "echeance_fin": r["echeance_fin"],
+                         "forced": r["numero_facture"] in force,
+                         "force_reason": _force_reason(force.get(r["numero_facture"]))})
             cur.execute("DELETE FROM facture_plan WHERE run_id = %s", (run_id,))
             psycopg2.extras.execute_values(cur, """INSERT INTO facture_plan (run_id, source_id, ligne, decision,
                 opco_code, conn_id, reason) VALUES %s""", plans, page_size=1000)
@@ -151,6 +167,11 @@ def send_invoices(run_id: str, connector: str, *, dry_run: bool = False, only_op
     return out
 
 
+def _force_reason(f: dict | None) -> str | None:
+    """As a forced dossier's (transmission_plan.force_reason): the reason and who asked."""
+    return f"{f['reason'].strip()} (par {f.get('by') or 'opérateur'})" if f else None
+
+
 _BUCKETS_SQL = """
 SELECT f.source_id, f.ligne, f.numero_facture, f.numero_interne, f.site_code, p.decision, p.opco_code, p.reason,
        t.status, t.message, v.rule_codes, od.etat
@@ -173,8 +194,10 @@ _SENT = {"SENT": "transmitted", "REJECTED": "refused", "PENDING": "in_doubt", "D
 def _bucket(decision: str | None, status: str | None, message: str | None) -> str:
     if decision in _DECIDED:
         return _DECIDED[decision]
-    if decision != "SEND" or status is None or status == "WAITING":
+    if decision != "SEND" or status is None:
         return "not_processed"
+    if status == "WAITING":   # on an OPCO that takes certificats de réalisation: its certificat first
+        return "waiting_certificat"
     if status == "BLOCKED":
         return "to_fix" if (message or "").startswith("Facture") else "not_transmissible"
     return _SENT.get(status, "not_processed")
@@ -216,6 +239,11 @@ def _reason_kind(bucket: str, r: dict, why: str | None) -> str:
     if bucket == "to_fix":
         return ("deux factures pour une échéance (la seconde n'est jamais envoyée)" if "jamais deux factures" in
                 (why or "") else "facture modifiée dans l'ERP après sa transmission")
+    if bucket == "waiting_certificat":
+        return "certificat de réalisation " + ("refusé par l'OPCO" if "refusé" in (why or "") else
+                                               "en doute" if "en doute" in (why or "") else
+                                               "impossible à établir (échéancier de l'ERP)" if "factures_sql" in
+                                               (why or "") else "non transmis")
     if bucket == "waiting_engage":
         where = f"à l'{opco_label(r['opco_code'])}" if r["opco_code"] else "sans OPCO"
         return f"dossier {r['etat']} {where}" if r["etat"] else f"dossier pas encore transmis ({where})"

@@ -31,6 +31,7 @@ INVOICE_BUCKETS = {
     "transmitted": "Transmises à l'OPCO",
     "to_fix": "À corriger dans l'ERP (contrôle des factures, deux factures pour une échéance)",
     "waiting_engage": "En attente de l'engagement du dossier (pas encore ENGAGE)",
+    "waiting_certificat": "En attente du certificat de réalisation de l'échéance (AFDAS : refusé, en doute)",
     "no_longer_due": "Sans objet après la rupture du contrat (échéance annulée : à annuler dans l'ERP)",
     "not_transmissible": "Non transmissibles par l'API (OPCO sans route factures : portail)",
     "filtered": "Écartées par les paramètres du run (only_opco / only_site)",
@@ -41,7 +42,8 @@ INVOICE_BUCKETS = {
 }
 # the exchanges that follow a dossier once the OPCO holds it (not buckets: a dossier may have
 # several documents, one convention, one rupture): operation -> label, and their outcomes
-FOLLOWING = {"CONVENTION": "Conventions de formation", "PIECE": "Pièces justificatives", "RUPTURE": "Ruptures"}
+FOLLOWING = {"CONVENTION": "Conventions de formation", "PIECE": "Pièces justificatives", "RUPTURE": "Ruptures",
+             "CERTIFICAT": "Certificats de réalisation (avant les factures AFDAS)"}
 FOLLOWING_STATUSES = {"SENT": "transmises", "REJECTED": "refusées par l'OPCO",
                       "BLOCKED": "retenues (avec la raison)", "PENDING": "en doute"}
 # the OPCO's decision on the transmitted ones (a breakdown of "transmitted", not a bucket)

@@ -223,6 +223,20 @@ def add_introspection(app, sb) -> None:
             item["last"] = json.loads(payload)
         return J({"conventions": out})
 
+    @r.get("/certificats")
+    async def certificats_dump(opco: str):
+        """The certificats de réalisation received: one row each (the store keeps one per
+        échéance and type; the same one again is answered 200 without a new row)."""
+        o = opco_arg(opco)
+        rows = []
+        for cid, ni, payload in sb.store.db.execute(
+                "SELECT c.id, d.numero_interne, c.payload FROM certificats c JOIN dossiers d ON d.id = c.dossier_id "
+                "WHERE c.opco=? ORDER BY c.created_t, c.id", (o,)):
+            body = json.loads(payload)
+            rows.append({"idCertificat": cid, "numeroInterneDossier": ni, "typeCertificat": body.get("typeCertificat"),
+                         "echeance": (body.get("echeance") or {}).get("numero")})
+        return J({"certificats": rows})
+
     @r.get("/factures")
     async def factures_dump(opco: str):
         """The invoices this OPCO holds (one row each: the store keeps one per invoice number),

@@ -616,7 +616,10 @@ class Store:
                         "typeCertificat"):
                     return 200, {"idCertificat": cid, "numeroInterneDossier": ni,
                                  "typeCertificat": old.get("typeCertificat"), "dateReception": None}
-            cid = f"CERT-{opco.upper()}-{row[0]:09d}-{now % 1_000_000:06d}"
+            # one per (dossier, échéance, type): its id says so (never the clock: two certificats
+            # of one dossier in the same instant must not share an id and replace each other)
+            cid = f"CERT-{opco.upper()}-{row[0]:09d}-E{num if isinstance(num, int) else 0:02d}-" \
+                  f"{str(body.get('typeCertificat') or '?')[:1]}"
             self.db.execute("INSERT OR REPLACE INTO certificats VALUES (?,?,?,?,?,?)",
                             (cid, opco, siren, row[0], json.dumps(body, ensure_ascii=False), now))
             return 201, {"idCertificat": cid, "numeroInterneDossier": ni,

@@ -156,6 +156,10 @@ class SandboxServer:
         """{numeroInterne: {count, last}} of the conventions de formation this OPCO received."""
         return self._j("GET", "/conventions", params={"opco": opco})["conventions"]
 
+    def certificats(self, opco: str) -> list[dict]:
+        """[{idCertificat, numeroInterneDossier, typeCertificat, echeance}] this OPCO received."""
+        return self._j("GET", "/certificats", params={"opco": opco})["certificats"]
+
     def factures(self, opco: str) -> dict:
         """{factures: [{numeroInterneFacture, numeroInterneDossier, echeance, montant}], created,
         same_content} — the invoices this OPCO holds, and the identical re-sends it answered 200."""
