@@ -123,6 +123,11 @@ def test_daily_dag_end_to_end(seeded_erp, airflow_db, tmp_path, monkeypatch):
                 for f in sbx.factures(code)["factures"]]
         assert len(held) == len(set(held)) == ib["transmitted"]
         assert "## Factures" in report and f"| **Total** | **{len(truth)}** |" in report
+        # AFDAS's invoices left after their échéances' certificats de réalisation (the sandbox
+        # refuses them otherwise): as many certificats as AFDAS invoices, listed in the report
+        afdas = len(sbx.factures("afdas")["factures"])
+        assert afdas > 0 and len(sbx.certificats("afdas")) == afdas and ib["waiting_certificat"] == 0, ib
+        assert "| Certificats de réalisation (avant les factures AFDAS) | " + str(afdas) + " |" in report
         # the proof bundle of a dossier with an invoice holds it
         from cfa_opco.proofs import export_proof_bundle
         invoiced = rows(connector, """SELECT numero_interne FROM transmission WHERE run_id = %s
