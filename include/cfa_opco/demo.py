@@ -77,6 +77,9 @@ def _print_summary(summary: dict, log_path) -> None:
             if n or key in ("transmitted", "to_fix", "in_doubt"):
                 print(f"    {label.split(' (')[0]:<60} {n:>6}")
         print(f"    {'= total des cases':<60} {sum((invoices.get('buckets') or {}).values()):>6}")
+    certificats = (summary.get("following") or {}).get("CERTIFICAT") or {}
+    if certificats:
+        print(f"  {'certificats de réalisation avant les factures AFDAS :':<62} {certificats.get('SENT', 0):>6}")
     if summary.get("failed_sources"):
         print(f"  sources NOT extracted   {', '.join(summary['failed_sources'])}")
     print()
