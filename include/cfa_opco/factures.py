@@ -153,11 +153,13 @@ def stage_invoices(run_id: str, sources: list[Source], connector: str, reextract
                 values.append((run_id, source.id, v["ligne"], v["numero_facture"], v["numero_interne"],
                                v["echeance_numero"], v["date_facture"], v["montant"], v["facture_siret"],
                                v["cfa_siret"], v["site_code"], v["echeance_date"], v["echeance_montant"],
-                               v["echeance_derniere"], v["echeance_fin"], json.dumps(bad, ensure_ascii=False) if bad else None))
+                               v["echeance_derniere"], v["echeance_fin"],
+                               json.dumps(bad, ensure_ascii=False) if bad else None))
             psycopg2.extras.execute_values(cur, """
                 INSERT INTO staged_facture (run_id, source_id, ligne, numero_facture, numero_interne, echeance_numero,
                     date_facture, montant, facture_siret, cfa_siret, site_code, echeance_date, echeance_montant,
-                    echeance_derniere, echeance_fin, illisible) VALUES %s ON CONFLICT DO NOTHING""", values, page_size=1000)
+                    echeance_derniere, echeance_fin, illisible) VALUES %s ON CONFLICT DO NOTHING""",
+                values, page_size=1000)
             summary["by_source"][source.id] = len(values)
             summary["staged"] += len(values)
         unknown = sorted(resend - found)

@@ -342,7 +342,8 @@ def test_resending_an_invoice_needs_a_reason_and_creates_nothing_twice(invoiced,
                            AND run_id = %s AND payload ->> 'numeroInterneFacture' = %s""", run2, nif)
     assert forced == [("SENT", True, "OPCO : facture perdue (par alice)")]
     assert sbx.factures(opco)["created"] == created and sbx.factures(opco)["same_content"] == same + 1
-    assert out["buckets"]["transmitted"] == 1, out["buckets"]   # only the forced one: the others are still where they were
+    # only the forced one: the others are still where they were
+    assert out["buckets"]["transmitted"] == 1, out["buckets"]
 
 
 KILLABLE = textwrap.dedent("""

@@ -16,7 +16,8 @@ Its own rules on top of the ledger's:
 - on an OPCO that takes certificats de réalisation (``certificats_v2``: AFDAS), a new invoice
   leaves only once its échéance's certificat is SENT: the certificat goes first, exactly once
   like any exchange, and the invoice follows in the next chunk; a certificat refused, in doubt
-  or whose type the ERP does not give leaves the invoice WAITING with why (sent by a later run).
+  or that the ERP's schedule cannot build (type, period) leaves the invoice WAITING with why (a
+  later run sends it).
 """
 from __future__ import annotations
 
