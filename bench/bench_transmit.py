@@ -2,11 +2,13 @@
 capacity measured by wrk with the same payloads, in one run:
 
 - transmit_to_capacity_ratio: 10,000 dossiers across all OPCOs and 3 SIRENs, rate limit
-  off, through the full exactly-once path (ledger intent + send + outcome), dossiers/s
-  divided by the dossier POSTs/s wrk sustains on the same sandbox (measured just before
-  and just after the transmission, averaged);
+  off, through the full exactly-once path (ledger intent + send + outcome), POSTs/s — each
+  contract, and the convention de formation that follows it where the ERP holds one (issue 12:
+  two POSTs for most dossiers) — divided by the dossier POSTs/s wrk sustains on the same
+  sandbox (measured just before and just after the transmission, averaged);
 - rate_limited_share_of_allowed: with the sandbox's limit on (10 requests/s per key), the
-  achieved rate per key as a share of the allowed rate, and the 429s received;
+  achieved request rate per key (contracts and their conventions) as a share of the allowed
+  rate, and the 429s received;
 - transmit_heavy_faults_to_clean_ratio: the same dossiers sent twice in one run of this
   script, into two fresh connector databases, once with the sandbox's faults off and once
   with its ``heavy`` preset (15 % 503, 15 % 429 with Retry-After 1–2 s, 3 % answers held 35 s
@@ -119,19 +121,20 @@ def _capacity_and_rate_limit(args, sources) -> None:
             elapsed = time.perf_counter() - t0
         cpu_after = cpu_seconds(sbx.proc.pid if sbx.proc else None)   # the pool's workers have exited
         sent = sum(r["sent"] for r in results)
+        posts = sent + sum(r["conventions_sent"] for r in results)
         dups = sum(len(sbx.creations(code)["duplicates"]) for code in planned["batches"])
         # capacity measured just before and just after the transmission, averaged: this
         # virtual machine's speed drifts by tens of percent within minutes
         after = measure_post_capacity(sbx.base_url, template, seconds=args.seconds, opco="atlas", siren=siren)
         capacity = (before + after) / 2
         print(f"# sandbox capacity (wrk, dossier POSTs): {before:.0f}/s before, {after:.0f}/s after")
-        print(f"# transmitted {sent} dossiers in {elapsed:.1f} s = {sent / elapsed:.0f}/s "
-              f"over {len(batches)} (OPCO, SIREN) batches, {args.processes} at a time x {args.threads} threads; "
-              f"duplicates at the sandbox: {dups}")
+        print(f"# transmitted {sent} dossiers and {posts - sent} conventions in {elapsed:.1f} s = "
+              f"{sent / elapsed:.0f} dossiers/s, {posts / elapsed:.0f} POSTs/s over {len(batches)} (OPCO, SIREN) "
+              f"batches, {args.processes} at a time x {args.threads} threads; duplicates at the sandbox: {dups}")
         # where the two cores went during the transmission (robust to the machine's drift, unlike
         # the ratio): the client's and the database's CPU per dossier is taken from the sandbox
         print(cpu_per_item_line(cpu_before, cpu_after, sent))
-        print(f"transmit_to_capacity_ratio: {sent / elapsed / capacity:.2f}")
+        print(f"transmit_to_capacity_ratio: {posts / elapsed / capacity:.2f}")
 
     # ---- 2. rate limit on (10/s per key): paced by the hook, no 429 storm
     allowed = 10.0
@@ -147,9 +150,10 @@ def _capacity_and_rate_limit(args, sources) -> None:
             futs = {b["conn_id"]: pool.submit(_limited, connector, b["conn_id"], 250) for b in chosen}
         shares = []
         for conn_id, fut in futs.items():
-            sent, seconds = fut.result()
-            shares.append(sent / seconds / allowed)
-            print(f"# {conn_id}: {sent} dossiers in {seconds:.1f} s = {sent / seconds:.2f}/s (allowed {allowed:.0f}/s)")
+            sent, requests, seconds = fut.result()
+            shares.append(requests / seconds / allowed)
+            print(f"# {conn_id}: {sent} dossiers ({requests} POSTs with their conventions) in {seconds:.1f} s = "
+                  f"{requests / seconds:.2f} requests/s (allowed {allowed:.0f}/s)")
         stats = sbx.stats("atlas")
         n429 = (stats.get("requests_by_status") or stats.get("status") or {}).get("429", 0)
         print(f"# HTTP 429 received: {n429}")
@@ -213,8 +217,8 @@ def _heavy_faults(args, sources) -> None:
         print(f"transmit_heavy_faults_duplicates: {out['heavy'][1]}")
 
 
-def _limited(connector: str, conn_id: str, limit: int) -> tuple[int, float]:
-    """Send up to ``limit`` dossiers of the key's batch; return (sent, seconds)."""
+def _limited(connector: str, conn_id: str, limit: int) -> tuple[int, int, float]:
+    """Send up to ``limit`` dossiers of the key's batch; return (dossiers sent, POSTs, seconds)."""
     from cfa_opco.db.connect import connection
     from cfa_opco.outbox import transmit_batch
 
@@ -226,7 +230,7 @@ def _limited(connector: str, conn_id: str, limit: int) -> tuple[int, float]:
                            ORDER BY numero_interne LIMIT %s)""", (conn_id, conn_id, limit))
     t0 = time.perf_counter()
     result = transmit_batch("bench_rl", connector, conn_id, max_workers=8)
-    return result["sent"], time.perf_counter() - t0
+    return result["sent"], result["sent"] + result["conventions_sent"], time.perf_counter() - t0
 
 
 if __name__ == "__main__":
