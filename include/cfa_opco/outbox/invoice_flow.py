@@ -44,6 +44,11 @@ def _echeance(t: dict) -> int | None:
         return None
 
 
+def _echeance_key(row: dict) -> tuple:
+    """(source, dossier, échéance): what one live invoice — and one certificat — is per."""
+    return row["source_id"], row["numero_interne"], int(row["echeance_numero"])
+
+
 def taken_message(row: dict, other: str, status: str) -> str:
     how = "transmise" if status == Status.SENT else "en doute (relue avant tout renvoi)"
     return (f"Facture non transmise : l'échéance {row['echeance_numero']} du dossier {row['numero_interne']} "
@@ -120,14 +125,13 @@ class InvoiceFlow(Flow):
             if fate is Fate.RESOLVE:
                 job.tid, job.resolve = in_doubt["id"], True
                 ready.append(job)
-                self.claimed[(row["source_id"], row["numero_interne"], int(row["echeance_numero"]))] = \
-                    row["numero_facture"]
+                self.claimed[_echeance_key(row)] = row["numero_facture"]
                 continue
             if fate is Fate.CHANGED_AFTER_SEND:
                 job.status, job.message = Status.BLOCKED, CHANGED_MESSAGE
                 blocked.append(job)
                 continue
-            key = (row["source_id"], row["numero_interne"], int(row["echeance_numero"]))
+            key = _echeance_key(row)
             others = [t for t in dossier if _echeance(t) == key[2] and _nif(t) != row["numero_facture"]
                       and t["status"] in LIVE and not t.get("released_at")]
             if others:
@@ -161,7 +165,8 @@ class InvoiceFlow(Flow):
         if missing(row):
             return None
         cert = Job(CERTIFICAT, row, CERTIFICAT.prepare(row))
-        same = [t for t in past if _echeance(t) == int(row["echeance_numero"])]
+        key = _echeance_key(row)
+        same = [t for t in past if _echeance(t) == key[2]]
         fate, in_doubt = policy.fate(cert.prepared.digest, same, bool(row.get("forced")))
         if fate is Fate.ALREADY_REJECTED:   # refused as is: the invoice waits until the ERP changes it
             cert.status = Status.REJECTED
@@ -172,7 +177,7 @@ class InvoiceFlow(Flow):
             cert.status = ledger.ALREADY_SENT
         elif fate is Fate.RESOLVE:   # no read route: the runner sends it again (the OPCO answers 200)
             cert.tid, cert.resolve = in_doubt["id"], True
-        self.after_certificat[(row["source_id"], row["numero_interne"], int(row["echeance_numero"]))] = invoice
+        self.after_certificat[key] = invoice
         return cert
 
     def insert(self, intents: list[Job], ready: list[Job]) -> None:
@@ -184,7 +189,7 @@ class InvoiceFlow(Flow):
                 if j.status == Status.DRY_RUN:
                     runner.result.add("certificats_dry_run")
                 elif j.tid is None:   # another worker's intent: the invoice waits for the next run
-                    invoice = self.after_certificat.pop(self._echeance_key(j), None)
+                    invoice = self.after_certificat.pop(_echeance_key(j.row), None)
                     if invoice is not None:
                         invoice.status, invoice.message = Status.WAITING, waiting_certificat_message(invoice.row, j)
                         refused.append(invoice)
@@ -208,10 +213,6 @@ class InvoiceFlow(Flow):
             for j in refused:
                 runner.result.add("invoices_waiting_certificat" if j.status == Status.WAITING else "invoices_blocked")
 
-    @staticmethod
-    def _echeance_key(job: Job) -> tuple:
-        return job.row["source_id"], job.row["numero_interne"], int(job.row["echeance_numero"])
-
     def recorded(self, jobs: list[Job]) -> list[Job]:
         """A certificat recorded: its invoice follows (SENT: its intent now, sent in the next
         chunk) or waits with why; an invoice already sent is counted."""
@@ -221,7 +222,7 @@ class InvoiceFlow(Flow):
                 if j.status == ledger.ALREADY_SENT:
                     self.runner.result.add("invoices_already_sent")
                 continue
-            invoice = self.after_certificat.pop(self._echeance_key(j), None)
+            invoice = self.after_certificat.pop(_echeance_key(j.row), None)
             if invoice is None:
                 continue
             if j.status in (Status.SENT, ledger.ALREADY_SENT):
